@@ -1,0 +1,31 @@
+"""Engine registry: `backends/<engine>.py` modules, found by name.
+
+Adding an engine is adding a module that sets `ENGINE = <Engine subclass>`; nothing else lists it.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from runners.typed import ConfigError
+
+_NOT_ENGINES = {"base"}
+
+
+def engine_names() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(__path__)
+                  if m.name not in _NOT_ENGINES and not m.name.startswith("_"))
+
+
+def engine_class(name: str) -> type:
+    """`name` is a module of this package, or a dotted module path of an engine kept elsewhere."""
+    if "." in name:
+        try:
+            return importlib.import_module(name).ENGINE
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"backend.engine: cannot load engine module {name!r}: {exc}") from None
+    names = engine_names()
+    if name not in names:
+        raise ConfigError(f"backend.engine: unknown engine {name!r}; valid engines: {', '.join(names)}")
+    module = importlib.import_module(f"{__name__}.{name}")
+    return module.ENGINE

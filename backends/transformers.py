@@ -1,0 +1,201 @@
+"""Hugging Face transformers engine: fp32 / fp16 / bf16 and bitsandbytes LLM.int8, NF4, FP4.
+
+Quantized variants load exactly as users load them: `from_pretrained(..., quantization_config=
+BitsAndBytesConfig(...))` on a folder of real (or cached synthetic) weights, so the kernels measured
+are the ones a user of that line of code gets.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from backends.base import Engine, LogProbs, RunFailure
+from runners.typed import ConfigError
+
+DType = Literal["float32", "float16", "bfloat16"]
+MIB = 2**20
+# The output head stays in full precision by default (transformers does the same): quantizing the
+# layer that produces logits costs quality for little memory.
+OUTPUT_HEADS = {"causal_lm": ["lm_head"], "sequence_classification": ["score", "classifier"]}
+
+
+@dataclass(frozen=True)
+class Options:
+    dtype: DType = "float32"
+    quantization: Literal["none", "bnb_int8", "bnb_nf4", "bnb_fp4"] = "none"
+    llm_int8_threshold: float = 6.0
+    # null = the model's output head (lm_head / score / classifier)
+    llm_int8_skip_modules: list[str] | None = None
+    # null = `dtype`
+    bnb_4bit_compute_dtype: DType | None = None
+    bnb_4bit_use_double_quant: bool = True
+    attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+
+    def __post_init__(self) -> None:
+        if self.llm_int8_threshold < 0:
+            raise ConfigError(f"backend.options.llm_int8_threshold: must be >= 0, got {self.llm_int8_threshold}")
+
+
+class TransformersEngine(Engine):
+    name = "transformers"
+    extra = "bnb"
+    Options = Options
+
+    def __init__(self, options: Options, ctx):
+        super().__init__(options, ctx)
+        self.model = None
+        self.requires = ("torch", "transformers") + (("bitsandbytes",) if options.quantization != "none" else ())
+
+    @classmethod
+    def validate(cls, run) -> None:
+        opts: Options = run.backend.options
+        if opts.quantization != "none" and run.device == "cpu" and opts.dtype == "float16":
+            raise ConfigError(f"backend {run.backend.name}: bitsandbytes on CPU computes in float32 or bfloat16, "
+                              f"not float16; pick backend.options.dtype=float32|bfloat16")
+
+    def check(self) -> RunFailure | None:
+        problem = super().check()
+        if problem:
+            return problem
+        if self.options.dtype == "bfloat16" and self.ctx.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_bf16_supported():
+                return RunFailure("unsupported_hardware", "bfloat16 needs compute capability >= 8.0")
+        return None
+
+    # -- loading -----------------------------------------------------------------------------
+    def _torch_dtype(self, name: str | None):
+        import torch
+
+        return getattr(torch, name or self.options.dtype)
+
+    def skip_modules(self) -> list[str]:
+        return list(self.options.llm_int8_skip_modules or OUTPUT_HEADS[self.ctx.files.task])
+
+    def quantization_config(self):
+        o = self.options
+        if o.quantization == "none":
+            return None
+        from transformers import BitsAndBytesConfig
+
+        if o.quantization == "bnb_int8":
+            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=o.llm_int8_threshold,
+                                      llm_int8_skip_modules=self.skip_modules())
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            # transformers defaults to fp4; NF4 must be asked for explicitly.
+            bnb_4bit_quant_type="nf4" if o.quantization == "bnb_nf4" else "fp4",
+            bnb_4bit_use_double_quant=o.bnb_4bit_use_double_quant,
+            bnb_4bit_compute_dtype=self._torch_dtype(o.bnb_4bit_compute_dtype),
+            llm_int8_skip_modules=self.skip_modules(),
+        )
+
+    def load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+        files, spec = self.ctx.files, self.ctx.run.model
+        auto = AutoModelForCausalLM if files.task == "causal_lm" else AutoModelForSequenceClassification
+        kwargs: dict[str, Any] = dict(
+            dtype=self._torch_dtype(None), attn_implementation=self.options.attn_implementation,
+            trust_remote_code=spec.trust_remote_code, use_safetensors=not spec.allow_pickle,
+            device_map=self.ctx.device,
+        )
+        if files.task == "sequence_classification":
+            kwargs["num_labels"] = self.ctx.num_labels
+        qc = self.quantization_config()
+        if qc is not None:
+            kwargs["quantization_config"] = qc
+        self.model = auto.from_pretrained(files.folder(), **kwargs).eval()
+        if self.model.config.pad_token_id is None:
+            # Sequence classification with batch > 1 needs a pad id to find the last token; our inputs
+            # never contain id 0 unpadded, so it only marks "no padding here".
+            self.model.config.pad_token_id = 0
+        self._torch = torch
+
+    # -- work ----------------------------------------------------------------------------------
+    def synchronize(self) -> None:
+        if self.ctx.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+
+    def make_clock(self):
+        from runners.timing import CudaClock, HostClock
+
+        return CudaClock() if self.ctx.device == "cuda" else HostClock(self.synchronize)
+
+    def generate(self, prompts, new_tokens, timer):
+        torch = self._torch
+        from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+        class Tick(LogitsProcessor):
+            # Called once per step, right after the forward that produced the step's logits.
+            def __call__(self, input_ids, scores):
+                timer.token()
+                return scores
+
+        ids = torch.tensor(prompts, dtype=torch.long, device=self.ctx.device)
+        pad = self.model.config.pad_token_id
+        gen = GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                               num_beams=1, pad_token_id=pad, eos_token_id=None, use_cache=True)
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gen,
+                                      logits_processor=LogitsProcessorList([Tick()]))
+        return out[:, ids.shape[1]:].tolist()
+
+    def classify(self, input_ids, attention_mask):
+        torch = self._torch
+        with torch.inference_mode():
+            logits = self.model(input_ids=torch.from_numpy(input_ids).to(self.ctx.device),
+                                attention_mask=torch.from_numpy(attention_mask).to(self.ctx.device)).logits
+            return logits.float().cpu().numpy()
+
+    def score(self, token_ids):
+        torch = self._torch
+        with torch.inference_mode():
+            ids = torch.tensor([token_ids], dtype=torch.long, device=self.ctx.device)
+            logits = self.model(input_ids=ids).logits[0].float()
+            return LogProbs(torch.log_softmax(logits, dim=-1).cpu().numpy())
+
+    # -- reporting -----------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        import importlib.metadata as md
+
+        o = self.options
+        info: dict[str, Any] = {"engine": "transformers", "transformers": md.version("transformers"),
+                                "torch": md.version("torch"), "dtype": o.dtype, "quantization": o.quantization}
+        if o.quantization != "none":
+            info["bitsandbytes"] = md.version("bitsandbytes")
+            info["skip_modules"] = self.skip_modules()
+        if o.quantization == "bnb_int8":
+            info["llm_int8_threshold"] = o.llm_int8_threshold
+        if o.quantization in ("bnb_nf4", "bnb_fp4"):
+            info.update(bnb_4bit_quant_type=o.quantization[4:], bnb_4bit_use_double_quant=o.bnb_4bit_use_double_quant,
+                        bnb_4bit_compute_dtype=o.bnb_4bit_compute_dtype or o.dtype)
+        if self.model is not None:
+            info["attn_implementation"] = getattr(self.model.config, "_attn_implementation", None)
+            info["linear_layers"] = self._linear_classes()
+            info["linear_kernel"] = ", ".join(f"{k} x{v}" for k, v in info["linear_layers"].items())
+        return info
+
+    def _linear_classes(self) -> dict[str, int]:
+        """Which layer classes hold the weights: proof that quantization actually happened."""
+        counts: dict[str, int] = {}
+        for m in self.model.modules():
+            cls = type(m).__name__
+            if "Linear" in cls:
+                counts[cls] = counts.get(cls, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def memory_facts(self) -> dict[str, float]:
+        if self.model is None:
+            return {}
+        return {"weights_mib": round(self.model.get_memory_footprint() / MIB, 1)}
+
+    def close(self) -> None:
+        self.model = None
+
+
+ENGINE = TransformersEngine
