@@ -46,13 +46,6 @@ class TransformersEngine(Engine):
         self.model = None
         self.requires = ("torch", "transformers") + (("bitsandbytes",) if options.quantization != "none" else ())
 
-    @classmethod
-    def validate(cls, run) -> None:
-        opts: Options = run.backend.options
-        if opts.quantization != "none" and run.device == "cpu" and opts.dtype == "float16":
-            raise ConfigError(f"backend {run.backend.name}: bitsandbytes on CPU computes in float32 or bfloat16, "
-                              f"not float16; pick backend.options.dtype=float32|bfloat16")
-
     def check(self) -> RunFailure | None:
         problem = super().check()
         if problem:

@@ -40,7 +40,11 @@ def _atomic_folder(final: Path, build) -> Path:
     tmp = final.with_name(final.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    build(tmp)
+    try:
+        build(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     (tmp / ".complete").write_text("ok\n")
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -131,9 +135,10 @@ class ModelFiles:
 
             log.info("converting %s to safetensors once (cached in %s)", gguf.name, final)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-            # The GGUF marks the config as quantized; the dequantised weights we save are plain.
+            # The GGUF marks the model as quantized; the dequantised weights we save are plain.
             if hasattr(model.config, "quantization_config"):
                 del model.config.quantization_config
+            model.hf_quantizer = None
             model.save_pretrained(tmp, safe_serialization=True)
             AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
 

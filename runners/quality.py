@@ -6,5 +6,5 @@ def measure_quality(engine, run, device) -> dict:
     if not run.quality.enabled:
         return {"absent": "quality.enabled=false"}
     if run.weights == "synthetic":
-        return {"absent": "n/a (synthetic weights)"}
+        return {"absent": "synthetic weights"}
     return {"absent": "quality metrics not implemented yet"}

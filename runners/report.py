@@ -179,8 +179,13 @@ def markdown(records: list[RunRecord], baseline: str | None = None) -> str:
         out.append("| | " + " | ".join(cols) + " |")
         out.append("|---|" + "---|" * len(cols))
         metrics = STAT_METRICS + MEMORY_METRICS + LOAD_METRICS + QUALITY_METRICS
+        not_measured: dict[str, list[str]] = {}
         for key, label in metrics:
-            if not any(key in (sel.get(b) or {}) or _absent_reason(recs[b], sel.get(b), key) for b in cols):
+            if not any(isinstance((sel.get(b) or {}).get(key), (int, float)) for b in cols):
+                # A row with no number anywhere is noise in the table: name it once below instead.
+                reasons = {_absent_reason(recs[b], sel.get(b), key) for b in cols} - {None}
+                for why in reasons:
+                    not_measured.setdefault(why, []).append(label.rsplit(", ", 1)[0])
                 continue
             base_row = sel.get(baseline)
             base_val = base_row.get(key) if base_row and base_row.get("status") == "ok" else None
@@ -189,6 +194,9 @@ def markdown(records: list[RunRecord], baseline: str | None = None) -> str:
             out.append(f"| {label} | " + " | ".join(cells) + " |")
         status_cells = [_status_text(sel.get(b), recs[b]) for b in cols]
         out.append("| Status | " + " | ".join(status_cells) + " |")
+        out.append("")
+        for why, labels in not_measured.items():
+            out.append(f"Not measured ({why}): {', '.join(dict.fromkeys(labels))}.  ")
         out.append("")
     return "\n".join(out) + "\n"
 
