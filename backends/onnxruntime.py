@@ -28,15 +28,16 @@ options, library versions) and written atomically, so a second run only creates 
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from backends.base import Engine, LogProbs, RunFailure
 from runners.cache import content_key
@@ -65,7 +66,6 @@ INT4_OP_TYPES = ("MatMul", "Gather")
 # Options that only mean something for one precision: set elsewhere, they are a mistake.
 ONLY_FOR = {"per_channel": "int8", "reduce_range": "int8", "block_size": "int4", "symmetric": "int4",
             "accuracy_level": "int4"}
-GRAPH_OPT_LEVELS = ("disabled", "basic", "extended", "all")
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,10 @@ class Options:
     opset: int = 18
     # Which ops to quantize (int8: quantize_dynamic op types; int4: MatMul / Gather). null: MatMul.
     op_types: list[str] | None = None
+    # A tied LM head (SmolLM2) stays float regardless: its weight reaches MatMul through a Transpose.
     quantize_head: bool = False
-    # int8 (quantize_dynamic)
+    # int8 (quantize_dynamic). ORT advises reduce_range on CPUs without VNNI, per_channel above all:
+    # on an AVX2-only CPU SmolLM2 scored KL 9.7 per-channel without it, 0.59 with it.
     per_channel: bool | None = None
     reduce_range: bool | None = None
     # int4 (MatMulNBits): block_size 32 divides every hidden size we meet (SmolLM2's 576 is not a
@@ -87,6 +89,8 @@ class Options:
     block_size: int | None = None
     symmetric: bool | None = None
     accuracy_level: int | None = None
+    # CUDA EP: TF32 matmuls for float32 graphs (ORT's default is on; torch's, and so the reference's, is off).
+    tf32: bool = False
     # Session
     threads: int = 0  # intra-op threads; 0 = ORT's default (physical cores)
     graph_optimization: Literal["disabled", "basic", "extended", "all"] = "all"
@@ -113,8 +117,8 @@ class Options:
             raise ConfigError(f"backend.options.block_size: must be a power of 2 >= 16, got {self.block_size}")
         if self.accuracy_level is not None and not 0 <= self.accuracy_level <= 4:
             raise ConfigError(f"backend.options.accuracy_level: must be 0-4, got {self.accuracy_level}")
-        if not 14 <= self.opset <= 23:
-            raise ConfigError(f"backend.options.opset: must be 14-23, got {self.opset}")
+        if not 18 <= self.opset <= 23:  # the dynamo exporter's own range
+            raise ConfigError(f"backend.options.opset: must be 18-23, got {self.opset}")
         if self.threads < 0:
             raise ConfigError(f"backend.options.threads: must be >= 0, got {self.threads}")
 
@@ -144,13 +148,26 @@ def resolve_providers(choice: str, device: str) -> list[str]:
     return [CPU_EP]
 
 
+# Dtypes of shape / index / mask bookkeeping: nodes that touch only these are cheap wherever they run
+# (ORT keeps shape subgraphs on CPU on purpose); a node touching anything else does real work.
+INDEX_DTYPES = {"int64", "int32", "bool"}
+
+
+def _touches_data(args: dict) -> bool:
+    tensors = [t for key in ("input_type_shape", "output_type_shape") for t in args.get(key) or []]
+    if not tensors:
+        return True  # no type information: count it as real work rather than hide it
+    return any(dtype not in INDEX_DTYPES for t in tensors for dtype in t)
+
+
 def node_placement(profile: list[dict]) -> dict[str, Any]:
     """Which provider ran each graph node, from an ORT profile (`enable_profiling` JSON events).
 
     Counts distinct nodes (after ORT's own graph optimizations), not kernel launches, so several
-    profiled runs give the same numbers.
+    profiled runs give the same numbers. `data_node_placement` counts only nodes that read or write
+    float or quantized tensors: a CPU fallback there costs copies and time, unlike shape arithmetic.
     """
-    placed: dict[str, tuple[str, str]] = {}
+    placed: dict[str, tuple[str, str, bool]] = {}
     for ev in profile:
         args = ev.get("args") or {}
         if ev.get("cat") != "Node" or "provider" not in args:
@@ -158,24 +175,31 @@ def node_placement(profile: list[dict]) -> dict[str, Any]:
         name = ev.get("name", "")
         for suffix in ("_kernel_time", "_fence_before", "_fence_after"):
             name = name.removesuffix(suffix)
-        placed[name] = (args["provider"], args.get("op_name", "?"))
-    counts = Counter(p for p, _ in placed.values())
+        placed[name] = (args["provider"], args.get("op_name", "?"), _touches_data(args))
+    counts = Counter(p for p, _, _ in placed.values())
+    data = Counter(p for p, _, d in placed.values() if d)
     ops: dict[str, Counter] = {}
-    for provider, op in placed.values():
+    for provider, op, _ in placed.values():
         ops.setdefault(provider, Counter())[op] += 1
     return {
         "node_placement": dict(counts.most_common()),
+        "data_node_placement": {p: data.get(p, 0) for p in counts},
         "nodes_total": len(placed),
         "ops_by_provider": {p: dict(c.most_common()) for p, c in ops.items()},
     }
 
 
-def placement_text(placement: dict[str, int], total: int) -> str:
-    """`CUDA 412/430 nodes, CPU 18/430 nodes`: what a table cell shows."""
+def placement_text(placement: dict[str, int], total: int, data: dict[str, int] | None = None) -> str:
+    """`CUDA 412/430 nodes, CPU 18/430 nodes (2 on float/quantized tensors)`: what a table cell shows."""
     if not total:
         return "no nodes profiled"
-    return ", ".join(f"{p.removesuffix('ExecutionProvider')} {n}/{total} nodes"
-                     for p, n in sorted(placement.items(), key=lambda kv: -kv[1]))
+    parts = []
+    for i, (provider, n) in enumerate(sorted(placement.items(), key=lambda kv: -kv[1])):
+        text = f"{provider.removesuffix('ExecutionProvider')} {n}/{total} nodes"
+        if i and data is not None:  # the minority providers: is it bookkeeping or real work?
+            text += f" ({data.get(provider, 0)} on float/quantized tensors)"
+        parts.append(text)
+    return ", ".join(parts)
 
 
 def left_pad(prompts: list[list[int]], pad_id: int = 0) -> tuple["np.ndarray", "np.ndarray", "np.ndarray"]:
@@ -204,8 +228,12 @@ def log_softmax(logits: "np.ndarray") -> "np.ndarray":
 def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {}
-    for dist in ("torch", "transformers", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu"):
+    import onnxruntime
+
+    # The imported module, not package metadata: onnxruntime-gpu installed with --target sits beside
+    # a CPU onnxruntime whose metadata would still answer.
+    out = {"onnxruntime": onnxruntime.__version__}
+    for dist in ("torch", "transformers", "onnx", "onnxscript"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
@@ -318,6 +346,7 @@ def export_model(folder: str, task: str, dtype: str, opset: int, dest: Path, tru
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    log.info("exporting %s (%s, %s) to ONNX once; cached in %s", folder, task, dtype, dest.parent)
     auto = AutoModelForCausalLM if task == "causal_lm" else AutoModelForSequenceClassification
     model = auto.from_pretrained(folder, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code).eval()
     wrapper, args, shapes, inputs, outputs = _export_args(model, task)
@@ -344,7 +373,8 @@ def quantize_int8(src: Path, dest: Path, q: dict) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    exclude = [] if q["quantize_head"] else [n for n in [head_node(onnx.load(src / MODEL_FILE, load_external_data=False))] if n]
+    head = head_node(onnx.load(src / MODEL_FILE, load_external_data=False))
+    exclude = [head] if head and not q["quantize_head"] else []
     quantize_dynamic(src / MODEL_FILE, dest / MODEL_FILE, op_types_to_quantize=q["op_types"],
                      per_channel=q["per_channel"], reduce_range=q["reduce_range"], weight_type=QuantType.QInt8,
                      nodes_to_exclude=exclude, use_external_data_format=True)
@@ -355,7 +385,8 @@ def quantize_int4(src: Path, dest: Path, q: dict) -> None:
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     model = onnx.load(str(src / MODEL_FILE))
-    exclude = [] if q["quantize_head"] else [n for n in [head_node(model)] if n]
+    head = head_node(model)
+    exclude = [head] if head and not q["quantize_head"] else []
     quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=q["block_size"], is_symmetric=q["symmetric"],
                                      accuracy_level=q["accuracy_level"], nodes_to_exclude=exclude,
                                      op_types_to_quantize=tuple(q["op_types"]))
@@ -402,9 +433,9 @@ class OnnxRuntimeEngine(Engine):
     def check(self) -> RunFailure | None:
         failure = super().check()
         wants_cuda = CUDA_EP in self.providers
+        if failure is not None and wants_cuda and failure.status == "missing_dependency":
+            return RunFailure(failure.status, failure.reason.replace(f"[{self.extra}]", f"[{GPU_EXTRA}]"))
         if failure is not None:
-            if wants_cuda and failure.status == "missing_dependency":
-                failure.reason = failure.reason.replace(f"[{self.extra}]", f"[{GPU_EXTRA}]")
             return failure
         if wants_cuda:
             import onnxruntime as ort
@@ -419,12 +450,13 @@ class OnnxRuntimeEngine(Engine):
     # -- load ------------------------------------------------------------------------------------
     def load(self) -> None:
         if CUDA_EP in self.providers:
-            import torch  # noqa: F401  # loads the CUDA/cuDNN libs an onnxruntime-gpu --target install cannot find
-        path = self._artifact()
-        self.session, placement = self._open(path)
+            # torch loads the CUDA/cuDNN libraries that an onnxruntime-gpu installed with --target cannot find.
+            importlib.import_module("torch")
+        placement = self._open(self._artifact())
         self._check_providers()
         self.info.update(placement)
-        self.info["placement"] = placement_text(placement["node_placement"], placement["nodes_total"])
+        self.info["placement"] = placement_text(placement["node_placement"], placement["nodes_total"],
+                                                placement["data_node_placement"])
 
     def _artifact(self) -> Path:
         """The graph for this run's precision, exported/quantized once and cached."""
@@ -472,19 +504,24 @@ class OnnxRuntimeEngine(Engine):
         so.profile_file_prefix = os.path.join(profile_dir, "ort_profile")
         return so
 
-    def _open(self, path: Path) -> tuple[Any, dict]:
+    def _provider_specs(self) -> list[Any]:
+        cuda = {"use_tf32": "1" if self.options.tf32 else "0"}
+        return [(p, cuda) if p == CUDA_EP else p for p in self.providers]
+
+    def _open(self, path: Path) -> dict[str, Any]:
+        """Create the session; return where its nodes ran (node_placement's dict)."""
         import onnxruntime as ort
 
         with tempfile.TemporaryDirectory(prefix="qb_ort_") as tmp:
-            session = ort.InferenceSession(str(path / MODEL_FILE), self._session_options(tmp),
-                                           providers=self.providers)
-            self.session = session
+            self.session = session = ort.InferenceSession(str(path / MODEL_FILE), self._session_options(tmp),
+                                                          providers=self._provider_specs())
             self._io = {i.name: i for i in session.get_inputs()}
             self._outputs = [o.name for o in session.get_outputs()]
+            self._device = "cuda" if CUDA_EP in session.get_providers() else "cpu"
             self._probe()
             profile_file = session.end_profiling()
             events = json.loads(Path(profile_file).read_text()) if profile_file else []
-        return session, node_placement(events)
+        return node_placement(events)
 
     def _probe(self) -> None:
         """One tiny forward, so that the profile lists every node with the provider that ran it."""
@@ -507,10 +544,6 @@ class OnnxRuntimeEngine(Engine):
                              "check the CUDA/cuDNN libraries onnxruntime-gpu needs")
 
     # -- running ---------------------------------------------------------------------------------
-    @property
-    def _device(self) -> str:
-        return "cuda" if CUDA_EP in self.session.get_providers() else "cpu"
-
     def _kv_dtype(self) -> Any:
         import numpy as np
 
@@ -584,8 +617,9 @@ class OnnxRuntimeEngine(Engine):
             "engine": self.name, "onnxruntime": ort.__version__, "exporter": "torch.onnx.export(dynamo=True)",
             "versions": library_versions(), "precision": self.options.precision,
             "dtype": self.options.graph_dtype, "opset": self.options.opset,
-            "quantization": self.options.quantization(), "options": asdict(self.options),
-            "io_binding": True, **self.info,
+            "quantization": self.options.quantization(), "threads": self.options.threads,
+            "graph_optimization": self.options.graph_optimization, "io_binding": True,
+            **({"tf32": self.options.tf32} if CUDA_EP in self.providers else {}), **self.info,
         }
 
     def memory_facts(self) -> dict[str, float]:

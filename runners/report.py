@@ -162,18 +162,26 @@ def markdown(records: list[RunRecord], baseline: str | None = None) -> str:
         return "_no records_\n"
     baseline = pick_baseline(records, baseline)
     all_rows = rows(records)
-    recs = {r.backend: r for r in sorted(records, key=_order)}
+    # One record per backend within a model x workload x weights cell (newest wins upstream).
+    recs = {(r.backend, r.model, r.workload, r.weights): r for r in sorted(records, key=_order)}
     backends = list(dict.fromkeys(r["backend"] for r in all_rows))
-    groups = list(dict.fromkeys((r["model"], r["workload"], r["weights"], r["device"], r["batch_size"])
-                                for r in all_rows))
+    measured_cells = {(r["model"], r["workload"], r["weights"]) for r in all_rows if r["batch_size"] is not None}
+    # A run that failed before its first batch size has no batch size: it is shown in every block
+    # of its model x workload, and only gets a block of its own when nothing else ran there.
+    groups = list(dict.fromkeys(
+        (r["model"], r["workload"], r["weights"], r["batch_size"]) for r in all_rows
+        if r["batch_size"] is not None or (r["model"], r["workload"], r["weights"]) not in measured_cells))
     out = [f"Baseline: **{baseline}** (relative change in parentheses).\n"]
-    for model, workload, weights, device, bs in groups:
-        sel = {r["backend"]: r for r in all_rows
-               if (r["model"], r["workload"], r["weights"], r["device"], r["batch_size"]) == (model, workload, weights, device, bs)}
-        failed_whole = {b: recs[b] for b in backends if b not in sel and any(
-            rr["backend"] == b and rr["batch_size"] is None and rr["model"] == model and rr["workload"] == workload
+    for model, workload, weights, bs in groups:
+        cell = (model, workload, weights)
+        sel = {r["backend"]: r for r in all_rows if (r["model"], r["workload"], r["weights"], r["batch_size"]) == (*cell, bs)}
+        failed_whole = {b for b in backends if b not in sel and any(
+            rr["backend"] == b and rr["batch_size"] is None and (rr["model"], rr["workload"], rr["weights"]) == cell
             for rr in all_rows)}
         cols = [b for b in backends if b in sel or b in failed_whole]
+        rec_of = {b: recs[(b, *cell)] for b in cols}
+        devices = [d for d in dict.fromkeys(rec_of[b].device for b in cols) if d != "auto"]
+        device = "/".join(devices) or "auto"
         bs_text = f", batch {bs}" if bs is not None else ""
         out.append(f"### {model} · {workload}{bs_text} · {weights} weights · {device}\n")
         out.append("| | " + " | ".join(cols) + " |")
@@ -183,16 +191,16 @@ def markdown(records: list[RunRecord], baseline: str | None = None) -> str:
         for key, label in metrics:
             if not any(isinstance((sel.get(b) or {}).get(key), (int, float)) for b in cols):
                 # A row with no number anywhere is noise in the table: name it once below instead.
-                reasons = {_absent_reason(recs[b], sel.get(b), key) for b in cols} - {None}
+                reasons = {_absent_reason(rec_of[b], sel.get(b), key) for b in cols} - {None}
                 for why in reasons:
                     not_measured.setdefault(why, []).append(label.rsplit(", ", 1)[0])
                 continue
             base_row = sel.get(baseline)
             base_val = base_row.get(key) if base_row and base_row.get("status") == "ok" else None
-            cells = [_cell(recs[b], sel.get(b) or {"status": recs[b].status}, key,
+            cells = [_cell(rec_of[b], sel.get(b) or {"status": rec_of[b].status}, key,
                            base_val if isinstance(base_val, (int, float)) else None, b == baseline) for b in cols]
             out.append(f"| {label} | " + " | ".join(cells) + " |")
-        status_cells = [_status_text(sel.get(b), recs[b]) for b in cols]
+        status_cells = [_status_text(sel.get(b), rec_of[b]) for b in cols]
         out.append("| Status | " + " | ".join(status_cells) + " |")
         out.append("")
         for why, labels in not_measured.items():

@@ -115,6 +115,9 @@ def _prepare(run: RunConfig, device: str, record: RunRecord, save) -> object:
     t = time.perf_counter()
     files.folder() if run.weights == "synthetic" or run.model.source else None
     record.load["prepare_s"] = round(time.perf_counter() - t, 3)
+    # Said before the riskiest step so a crash's log tail shows what it was doing.
+    log.info("loading %s (%s engine, %s weights) of %s on %s", run.backend.name, run.backend.engine, run.weights,
+             run.model.name, device)
     with MemoryWatcher(device) as watch:
         t = time.perf_counter()
         engine.load()

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TEST_CONF = ROOT / "tests" / "conf"
+# Small enough that a CPU run of the tiny model takes seconds.
+FAST_BASE = ["model=tiny", "workload.warmup=1", "workload.repeats=2"]
+FAST = [*FAST_BASE, "workload.prompt_tokens=8", "workload.new_tokens=4"]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One cache per test session (or the caller's QUANTBENCH_CACHE, so CI can keep conversions)."""
+    given = os.environ.get("QUANTBENCH_CACHE")
+    return Path(given) if given else tmp_path_factory.mktemp("qb-cache")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(cache_dir, monkeypatch):
+    monkeypatch.setenv("QUANTBENCH_CACHE", str(cache_dir))
+
+
+def bench(*args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m runners.bench ARGS` as a user would, with the test configs on the search path."""
+    flags = [a for a in args if a.startswith("-")]  # argparse wants -m before the overrides
+    overrides = [a for a in args if not a.startswith("-")]
+    cmd = [sys.executable, "-m", "runners.bench", *flags, f"hydra.searchpath=[file://{TEST_CONF}]", *overrides]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, HYDRA_FULL_ERROR="0"))
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nSTDOUT\n{proc.stdout[-4000:]}\nSTDERR\n{proc.stderr[-4000:]}")
+    return proc

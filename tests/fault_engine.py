@@ -1,0 +1,72 @@
+"""A test engine that fails on purpose: proves a sweep keeps every row whatever a backend does.
+
+Selected by dotted engine name (`engine: tests.fault_engine`), so the product ships no test engine.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from backends.base import Engine, LogProbs, RunFailure
+
+
+@dataclass(frozen=True)
+class Options:
+    fault: Literal["none", "oom_above_batch", "missing", "unsupported", "segfault", "hang", "segfault_after_first"] = "none"
+    oom_above_batch: int = 1
+    step_ms: float = 2.0
+
+
+class FaultEngine(Engine):
+    name = "fault"
+    extra = "dev"
+    Options = Options
+
+    def __init__(self, options, ctx):
+        super().__init__(options, ctx)
+        if options.fault == "missing":
+            self.requires = ("quantbench_no_such_package",)
+        self._calls = 0
+
+    def check(self):
+        if self.options.fault == "unsupported":
+            return RunFailure("unsupported_hardware", "fault engine needs compute capability >= 8.9 (test)")
+        return super().check()
+
+    def load(self) -> None:
+        if self.options.fault == "segfault":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        if self.options.fault == "hang":
+            time.sleep(3600)
+
+    def _step(self, batch_size: int) -> None:
+        self._calls += 1
+        if self.options.fault == "oom_above_batch" and batch_size > self.options.oom_above_batch:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (fault engine)")
+        if self.options.fault == "segfault_after_first" and batch_size > self.ctx.run.workload.batch_sizes[0]:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        time.sleep(self.options.step_ms / 1e3)
+
+    def generate(self, prompts, new_tokens, timer):
+        for _ in range(new_tokens):
+            self._step(len(prompts))
+            timer.token()
+        return [[1] * new_tokens for _ in prompts]
+
+    def classify(self, input_ids, attention_mask):
+        self._step(len(input_ids))
+        return np.zeros((len(input_ids), self.ctx.num_labels), dtype=np.float32)
+
+    def score(self, token_ids):
+        return LogProbs(np.full((len(token_ids), 8), -np.log(8), dtype=np.float32))
+
+    def describe(self):
+        return {"engine": "fault", "fault": self.options.fault}
+
+
+ENGINE = FaultEngine

@@ -1,0 +1,109 @@
+"""Inputs are checked before any model loads, with one readable line naming the valid choices."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from runners.config import RunConfig
+from runners.typed import ConfigError
+
+from .conftest import ROOT, bench
+
+CONF = ROOT / "conf"
+
+
+def compose_run(*overrides: str) -> RunConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+        choice = cfg.hydra.runtime.choices["backend"]
+        data = OmegaConf.to_container(cfg, resolve=False)
+        data.pop("hydra")
+        return RunConfig.from_dict(data, choice)
+
+
+@pytest.mark.parametrize("backend", sorted(p.stem for p in (CONF / "backend").glob("*.yaml")))
+def test_every_backend_yaml_builds(backend):
+    run = compose_run(f"backend={backend}", "model=tiny")
+    assert run.backend.name == backend
+    assert run.backend.engine in ("transformers", "vllm", "onnxruntime")
+
+
+@pytest.mark.parametrize("model", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
+def test_every_model_yaml_builds(model):
+    run = compose_run(f"model={model}")
+    assert run.model.architecture["model_type"]
+    assert run.weights in ("pretrained", "synthetic")
+
+
+def test_qwen32b_is_an_alias_of_qwen25_32b():
+    assert compose_run("model=qwen32b").model == compose_run("model=qwen2.5-32b").model
+    assert compose_run("model=qwen32b").model.name == "qwen2.5-32b"
+
+
+def test_weights_auto_uses_real_weights_only_where_local():
+    assert compose_run("model=smollm2-135m").weights == "pretrained"
+    assert compose_run("model=qwen2.5-0.5b").weights == "synthetic"
+    assert compose_run("model=qwen2.5-0.5b", "weights=pretrained").weights == "pretrained"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+backend.options.dtpye=float16", "unknown key backend.options.dtpye; valid keys: attn_implementation"),
+    ("backend.options.dtype=float8", "'float8' is not valid; choose one of 'float32', 'float16', 'bfloat16'"),
+    ("workload.batch_sizes=[1,0]", "workload.batch_sizes[1]: must be > 0, got 0"),
+    ("workload.batch_sizes=[]", "workload.batch_sizes: give at least one batch size"),
+    ("workload.new_tokens=-3", "workload.new_tokens: must be > 0, got -3"),
+    ("workload.repeats=0", "workload.repeats: must be > 0"),
+    ("weights=random", "weights: 'random' is not valid; choose one of 'auto', 'pretrained', 'synthetic'"),
+    ("device=tpu", "'tpu' is not valid; choose one of 'auto', 'cpu', 'cuda'"),
+    ("+colour=blue", "unknown key(s) colour; valid top-level keys"),
+    ("backend.engine=tensorrt", "unknown engine 'tensorrt'; valid engines: "),
+    ("backend.options.llm_int8_threshold=-1", "must be >= 0"),
+    ("timeout_s=0", "timeout_s: must be > 0"),
+])
+def test_bad_values_give_one_clear_line(override, message):
+    base = ["backend=bnb_int8"] if "llm_int8" in override else []
+    with pytest.raises(ConfigError) as err:
+        compose_run(*base, override)
+    assert message in str(err.value)
+
+
+def test_safe_defaults():
+    run = compose_run()
+    assert run.model.trust_remote_code is False
+    assert run.model.allow_pickle is False
+
+
+def test_unknown_backend_name_lists_the_valid_ones():
+    proc = bench("backend=int3", "model=tiny")
+    assert proc.returncode != 0
+    err = proc.stderr
+    assert "Could not find 'backend/int3'" in err
+    assert "fp32" in err and "bnb_nf4" in err  # Hydra lists the available options
+    assert "Traceback" not in err
+
+
+def test_bad_value_on_the_command_line_is_one_line_no_traceback(tmp_path):
+    proc = bench("model=tiny", "workload.batch_sizes=[0]", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode != 0
+    assert "error: workload.batch_sizes[0]: must be > 0, got 0" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_help_is_fast():
+    import subprocess
+    import sys
+    import time
+
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "runners.bench", "--help"], cwd=ROOT, check=True, capture_output=True)
+    assert time.perf_counter() - t < 2.0
+
+
+def test_backend_yamls_name_only_known_keys():
+    for path in (CONF / "backend").glob("*.yaml"):
+        data = yaml.safe_load(path.read_text())
+        assert set(data) <= {"engine", "description", "options"}, path

@@ -1,0 +1,238 @@
+"""ONNX Runtime engine: export, quantize, cache, generate / classify / score against transformers."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+torch = pytest.importorskip("torch")
+
+from backends.base import EngineContext, RunFailure  # noqa: E402
+from backends.onnxruntime import (  # noqa: E402
+    CPU_EP, CUDA_EP, OnnxRuntimeEngine, Options, left_pad, node_placement, placement_text, resolve_providers,
+)
+from runners.config import BackendSpec, ModelSpec, RunConfig, WorkloadSpec  # noqa: E402
+from runners.models import ModelFiles  # noqa: E402
+from runners.timing import HostClock, StepTimer  # noqa: E402
+from runners.typed import ConfigError, build  # noqa: E402
+
+# initializer_range 0.5: peaked logits, so greedy argmax is not decided by float rounding.
+LLAMA = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 256, "max_position_embeddings": 256,
+         "initializer_range": 0.5, "tie_word_embeddings": True}
+BERT = {"model_type": "bert", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+        "num_attention_heads": 4, "vocab_size": 256, "max_position_embeddings": 128}
+
+
+# ONNX artifacts go to a folder of this module's own (synthetic weights may come from a kept cache):
+# the cache-hit assertions below need to see the first export happen.
+ONNX_CACHE: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def onnx_cache(tmp_path_factory):
+    ONNX_CACHE["dir"] = tmp_path_factory.mktemp("onnx-artifacts")
+    yield
+    ONNX_CACHE.clear()
+
+
+def make_engine(options: dict | None = None, *, arch=LLAMA, task="causal_lm", kind="generate",
+                device="cpu", num_labels=3) -> OnnxRuntimeEngine:
+    spec = ModelSpec(name=f"tiny-{arch['model_type']}", task=task, architecture=arch, num_labels=num_labels)
+    opts = build(Options, options or {}, "backend.options")
+    run = RunConfig(backend=BackendSpec("ort_test", "onnxruntime", opts), model=spec,
+                    workload=WorkloadSpec(kind=kind, batch_sizes=[1]), weights="synthetic", device=device)
+    OnnxRuntimeEngine.validate(run)
+    files = ModelFiles(spec, "synthetic", task, num_labels, device)
+    ctx = EngineContext(run=run, device=device, files=files, cache_dir=ONNX_CACHE["dir"], num_labels=num_labels)
+    return OnnxRuntimeEngine(opts, ctx)
+
+
+def loaded(options: dict | None = None, **kw) -> OnnxRuntimeEngine:
+    engine = make_engine(options, **kw)
+    assert engine.check() is None
+    engine.load()
+    return engine
+
+
+def hf_greedy(engine: OnnxRuntimeEngine, prompts: list[list[int]], n: int) -> list[list[int]]:
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    model = AutoModelForCausalLM.from_pretrained(engine.ctx.files.folder(), dtype=torch.float32).eval()
+    ids, mask, _ = left_pad(prompts)
+    # Plain argmax for n steps, as the engines do. generate() fills an unset eos_token_id from the
+    # model's generation config (then stops, or with min_new_tokens suppresses EOS): clear it there.
+    model.generation_config.eos_token_id = None
+    gen = GenerationConfig(max_new_tokens=n, do_sample=False, num_beams=1, pad_token_id=0)
+    with torch.no_grad():
+        out = model.generate(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                             generation_config=gen)
+    return out[:, ids.shape[1]:].tolist()
+
+
+# -- pure helpers ----------------------------------------------------------------------------------
+def test_node_placement_from_fake_profile():
+    def ev(name, provider, op, dtype="float"):
+        return {"cat": "Node", "name": f"{name}_kernel_time",
+                "args": {"provider": provider, "op_name": op, "input_type_shape": [{dtype: [2, 8]}],
+                         "output_type_shape": [{"int32" if op == "MatMulInteger" else dtype: [2, 8]}]}}
+
+    profile = [{"cat": "Session", "name": "model_run", "args": {}},
+               ev("mm0", CUDA_EP, "MatMulInteger", "uint8"), ev("q0", CPU_EP, "DynamicQuantizeLinear"),
+               ev("mm1", CUDA_EP, "MatMulInteger", "int8"), ev("cp", CUDA_EP, "MemcpyToHost"),
+               ev("shape", CPU_EP, "Concat", "int64"),
+               ev("mm0", CUDA_EP, "MatMulInteger", "uint8"),  # the same node in a second profiled run
+               {"cat": "Node", "name": "mm0_fence_before", "args": {"op_name": "MatMulInteger"}}]
+    got = node_placement(json.loads(json.dumps(profile)))
+    assert got["node_placement"] == {CUDA_EP: 3, CPU_EP: 2}
+    assert got["data_node_placement"] == {CUDA_EP: 3, CPU_EP: 1}
+    assert got["nodes_total"] == 5
+    assert got["ops_by_provider"][CPU_EP] == {"DynamicQuantizeLinear": 1, "Concat": 1}
+    text = placement_text(got["node_placement"], got["nodes_total"], got["data_node_placement"])
+    assert text == "CUDA 3/5 nodes, CPU 2/5 nodes (1 on float/quantized tensors)"
+    assert placement_text({CPU_EP: 7}, 7, {CPU_EP: 5}) == "CPU 7/7 nodes"
+    assert placement_text({}, 0) == "no nodes profiled"
+
+
+def test_providers_and_padding():
+    assert resolve_providers("auto", "cpu") == [CPU_EP]
+    assert resolve_providers("auto", "cuda") == [CUDA_EP, CPU_EP]
+    assert resolve_providers("cpu", "cuda") == [CPU_EP]
+    ids, mask, pos = left_pad([[5, 6, 7], [8]])
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert pos.tolist() == [[0, 1, 2], [0, 0, 0]]
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"precision": "int3"}, "choose one of 'fp32', 'fp16', 'int8', 'int4'"),
+    ({"precision": "int8", "block_size": 32}, "block_size: only applies to precision int4"),
+    ({"precision": "int4", "per_channel": True}, "per_channel: only applies to precision int8"),
+    ({"precision": "int8", "dtype": "float16"}, "precision int8 runs on float32"),
+    ({"precision": "fp32", "dtype": "float16"}, "precision fp32 runs on float32"),
+    ({"precision": "int4", "block_size": 48}, "power of 2"),
+    ({"precision": "int4", "accuracy_level": 7}, "0-4"),
+    ({"precision": "int8", "op_types": ["MatMul", "Softmax"]}, "Softmax not valid for int8"),
+    ({"precision": "fp16", "op_types": ["MatMul"]}, "op_types: only applies"),
+    ({"blocksize": 32}, "unknown key backend.options.blocksize"),
+])
+def test_bad_options(options, match):
+    with pytest.raises(ConfigError, match=match):
+        build(Options, options, "backend.options")
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("conf/backend/ort_*.yaml")),
+                         ids=lambda p: p.stem)
+def test_backend_yamls_build(path):
+    import yaml
+
+    backend = yaml.safe_load(path.read_text())
+    run = RunConfig.from_dict({"backend": backend, "model": {"name": "t", "task": "causal_lm", "architecture": LLAMA},
+                               "workload": {"kind": "generate", "batch_sizes": [1]}, "device": "cpu"}, path.stem)
+    assert run.backend.engine == "onnxruntime" and isinstance(run.backend.options, Options)
+    assert run.backend.options.precision == path.stem.removeprefix("ort_")
+
+
+def test_validate_rejects_cuda_provider_on_cpu():
+    with pytest.raises(ConfigError, match="providers: cuda needs device=cuda"):
+        make_engine({"providers": "cuda"})
+
+
+def test_check_reports_missing_packages_and_cuda(monkeypatch):
+    engine = make_engine()
+    monkeypatch.setattr(OnnxRuntimeEngine, "requires", ("onnxruntime", "no_such_module_qb"))
+    failure = engine.check()
+    assert failure.status == "missing_dependency" and "quantbench[ort]" in failure.reason
+    gpu = make_engine(device="cuda")
+    assert "quantbench[ort-gpu]" in gpu.check().reason
+    monkeypatch.undo()
+    import onnxruntime as ort
+
+    if CUDA_EP not in ort.get_available_providers():
+        failure = make_engine(device="cuda").check()
+        assert failure.status == "unsupported_hardware" and CUDA_EP in failure.reason
+
+
+# -- export and run ------------------------------------------------------------------------------
+def test_fp32_generate_matches_transformers_and_places_nodes():
+    engine = loaded()
+    info = engine.describe()
+    assert info["providers"] == [CPU_EP] and info["providers_requested"] == [CPU_EP]
+    assert info["node_placement"] == {CPU_EP: info["nodes_total"]} and info["nodes_total"] > 10
+    assert info["placement"] == f"CPU {info['nodes_total']}/{info['nodes_total']} nodes"
+    assert info["export_s"] > 0 and info["cache_hit"] is False
+
+    prompts = [[3, 14, 15, 92, 65], [35, 89, 79, 32, 38]]
+    timer = StepTimer(HostClock())
+    timer.begin()
+    tokens = engine.generate(prompts, 7, timer)
+    timer.end()
+    assert [len(t) for t in tokens] == [7, 7]
+    assert timer.sample().new_tokens == 7
+    assert tokens == hf_greedy(engine, prompts, 7)
+    # Left padding: positions and mask must follow HF generate exactly.
+    ragged = [[3, 14, 15, 92, 65, 35], [89, 79]]
+    assert engine.generate(ragged, 5, StepTimer(HostClock())) == hf_greedy(engine, ragged, 5)
+
+
+def test_score_matches_transformers():
+    from transformers import AutoModelForCausalLM
+
+    engine = loaded()
+    assert engine.describe()["cache_hit"] is True and "export_s" not in engine.describe()
+    seq = list(range(10, 30))
+    got = engine.score(seq)
+    model = AutoModelForCausalLM.from_pretrained(engine.ctx.files.folder(), dtype=torch.float32).eval()
+    with torch.no_grad():
+        ref = torch.log_softmax(model(torch.tensor([seq])).logits[0], -1).numpy()
+    assert got.values.shape == (20, 256) and got.values.dtype == np.float32 and got.indices is None
+    np.testing.assert_allclose(got.values, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("precision, op", [("int8", "MatMulInteger"), ("int4", "MatMulNBits")])
+def test_quantized_generate_and_cache_reuse(precision, op):
+    options = {"precision": precision}
+    first = loaded(options)
+    info = first.describe()
+    assert info["cache_hit"] is False and info["quantize_s"] > 0 and "export_s" not in info  # fp32 export reused
+    # every projection but the (tied) LM head
+    assert info["graph_ops"][op] == 2 * 7 and info["graph_ops"].get("MatMul", 0) >= 1
+    tokens = first.generate([[1, 2, 3, 4]] * 3, 4, StepTimer(HostClock()))
+    assert [len(t) for t in tokens] == [4, 4, 4]
+    lp = first.score(list(range(12))).values
+    assert lp.shape == (12, 256) and np.allclose(np.exp(lp).sum(-1), 1, atol=1e-3)
+
+    again = loaded(options)
+    info = again.describe()
+    assert info["cache_hit"] is True and "quantize_s" not in info and "export_s" not in info
+    assert again.generate([[1, 2, 3, 4]] * 3, 4, StepTimer(HostClock())) == tokens
+    assert again.memory_facts()["onnx_artifact_mib"] > 0
+
+
+def test_int4_options_change_the_artifact():
+    engine = loaded({"precision": "int4", "block_size": 16, "accuracy_level": 4})
+    info = engine.describe()
+    assert info["cache_hit"] is False
+    assert info["quantization"]["block_size"] == 16 and info["quantization"]["accuracy_level"] == 4
+
+
+def test_classify_matches_transformers():
+    from transformers import AutoModelForSequenceClassification
+
+    engine = loaded(arch=BERT, task="sequence_classification", kind="classify")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 256, (3, 9))
+    mask = np.ones_like(ids)
+    mask[2, 6:] = 0
+    got = engine.classify(ids, mask)
+    model = AutoModelForSequenceClassification.from_pretrained(engine.ctx.files.folder(), dtype=torch.float32)
+    with torch.no_grad():
+        ref = model.eval()(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
+    assert got.shape == (3, 3) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    with pytest.raises(RunFailure, match="causal_lm"):
+        engine.score([1, 2, 3])

@@ -1,0 +1,126 @@
+"""Pure pieces: statistics, relative-% math, records, table columns."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from runners.records import Point, RunRecord, find_records, read_record, write_record
+from runners.report import markdown, relative_pct, rows, split_unit
+from runners.timing import HostClock, Stat, StepTimer, percentile
+
+
+def test_stat_matches_numpy():
+    xs = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
+    s = Stat.of(xs)
+    assert s.median == pytest.approx(np.median(xs))
+    assert s.p90 == pytest.approx(np.percentile(xs, 90))
+    assert s.p99 == pytest.approx(np.percentile(xs, 99))
+    assert (s.min, s.max, s.n) == (1.0, 10.0, 6)
+    assert s.cv_pct == pytest.approx(100 * np.std(xs, ddof=1) / np.mean(xs))
+    assert s.samples == xs  # kept in measurement order
+
+
+def test_percentile_edges():
+    assert percentile([3.0], 99) == 3.0
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_relative_pct_matches_published_table():
+    # "Encoder latency, ms/example | 2.31 | 5.80 (+151%) | 3.19 (+38%)"
+    assert round(relative_pct(5.80, 2.31)) == 151
+    assert round(relative_pct(3.19, 2.31)) == 38
+    assert round(relative_pct(0.59, 0.41)) == 44
+    assert relative_pct(1.0, 0.0) is None
+
+
+def test_step_timer_with_fake_clock():
+    ticks = iter([0.0, 0.010, 0.012, 0.014, 0.016, 0.020])
+    clock = HostClock()
+    clock.mark = lambda: next(ticks)  # type: ignore[method-assign]
+    t = StepTimer(clock)
+    t.begin(); t.token(); t.token(); t.token(); t.token(); t.end()
+    s = t.sample()
+    assert s.ttft_ms == pytest.approx(10.0)
+    assert s.decode_ms_per_token == pytest.approx(2.0)
+    assert s.e2e_ms == pytest.approx(20.0)
+    assert s.new_tokens == 4
+
+
+def test_step_timer_external():
+    t = StepTimer(HostClock())
+    t.begin()
+    t.external(ttft_ms=30.0, e2e_ms=130.0, new_tokens=11)
+    assert t.sample().decode_ms_per_token == pytest.approx(10.0)
+
+
+def _record(backend, order, value, status="ok", bs=1):
+    stat = vars(Stat.of([value, value * 1.1, value * 0.9]))
+    p = Point(batch_size=bs, status=status, metrics={"per_example_ms": stat, "peak_allocated_mib": value * 100}
+              if status == "ok" else {}, reason=None if status == "ok" else "CUDA out of memory")
+    return RunRecord(run_id=f"{backend}-{bs}", backend=backend, engine="transformers", model="m", workload="classify",
+                     weights="synthetic", device="cuda", order=order, points=[p])
+
+
+def test_markdown_table_in_published_style():
+    recs = [_record("fp16", 0, 2.31), _record("bnb_int8", 1, 5.80), _record("bnb_nf4", 2, 3.19)]
+    md = markdown(recs)
+    assert "| | fp16 | bnb_int8 | bnb_nf4 |" in md
+    assert "| Latency, ms/example | 2.31 | 5.80 (+151%) | 3.19 (+38%) |" in md
+    assert "Baseline: **fp16**" in md
+
+
+def test_markdown_baseline_override_and_failure_cell():
+    recs = [_record("fp16", 0, 2.0), _record("bnb_int8", 1, 4.0, status="oom")]
+    md = markdown(recs, baseline="bnb_int8")
+    assert "Baseline: **bnb_int8**" in md
+    assert "| Latency, ms/example | 2.00 | oom |" in md
+    assert "oom: CUDA out of memory" in md
+    with pytest.raises(SystemExit, match="not in this sweep; backends: fp16, bnb_int8"):
+        markdown(recs, baseline="fp8")
+
+
+def test_csv_columns_carry_units():
+    out = rows([_record("fp16", 0, 2.0)])
+    metric_cols = set(out[0]) - {"backend", "model", "workload", "batch_size", "weights", "device", "engine",
+                                 "status", "reason"}
+    assert "per_example_ms" in metric_cols and "per_example_p90_ms" in metric_cols
+    for col in metric_cols:
+        assert col.endswith(("_ms", "_s", "_per_s", "_mib", "_pct", "_n")), col
+
+
+def test_split_unit():
+    assert split_unit("output_tokens_per_s") == ("output_tokens", "_per_s")
+    assert split_unit("ttft_ms") == ("ttft", "_ms")
+    assert split_unit("load_s") == ("load", "_s")
+
+
+def test_record_roundtrip_and_atomic_write(tmp_path):
+    rec = _record("fp16", 0, 2.0)
+    path = tmp_path / "a" / "record.json"
+    write_record(path, rec)
+    assert read_record(path) == rec
+    assert [p.name for p in path.parent.iterdir()] == ["record.json"]  # no temp file left behind
+
+
+def test_find_records_newest_wins_and_skips_garbage(tmp_path):
+    old, new = _record("fp16", 0, 2.0), _record("fp16", 0, 3.0)
+    write_record(tmp_path / "0" / "record.json", old)
+    os.utime(tmp_path / "0" / "record.json", (time.time() - 100, time.time() - 100))
+    write_record(tmp_path / "1" / "record.json", new)
+    (tmp_path / "2").mkdir()
+    (tmp_path / "2" / "record.json").write_text("{half a json")
+    found = find_records(tmp_path)
+    assert len(found) == 1
+    assert found[0].points[0].metrics["per_example_ms"]["median"] == pytest.approx(3.0)
+
+
+def test_summarize_status():
+    rec = _record("fp16", 0, 2.0)
+    rec.points.append(Point(batch_size=16, status="oom", reason="CUDA out of memory"))
+    rec.summarize_status()
+    assert rec.status == "partial" and "batch 16: oom" in rec.reason

@@ -1,0 +1,580 @@
+"""vLLM engine: option mapping, synthetic quantization configs, validation, log parsing, timing and
+log-prob plumbing. Everything but the last test runs without vllm, torch or a GPU; the last one loads
+a tiny dummy-weight model on a CUDA GPU when vllm is installed (skipped otherwise)."""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+
+from backends import engine_class
+from backends import vllm as V
+from backends.base import EngineContext, RunFailure
+from runners.config import RunConfig, WorkloadSpec
+from runners.timing import HostClock, StepTimer
+from runners.typed import ConfigError, build
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+VLLM_YAMLS = sorted(p for p in (CONF / "backend").glob("*.yaml")
+                    if yaml.safe_load(p.read_text()).get("engine") == "vllm")
+
+TINY_ARCH = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 2048, "max_position_embeddings": 2048,
+             "tie_word_embeddings": False}
+
+
+def _yaml(name: str) -> dict:
+    return yaml.safe_load((CONF / "backend" / f"{name}.yaml").read_text())
+
+
+def _model(name: str) -> dict:
+    return yaml.safe_load((CONF / "model" / f"{name}.yaml").read_text())
+
+
+def _run(backend: dict | str, model: dict | str = "llama-3.1-8b", weights: str = "synthetic",
+         workload: dict | None = None, backend_name: str | None = None) -> RunConfig:
+    if isinstance(backend, str):
+        backend_name = backend_name or backend
+        backend = _yaml(backend)
+    model = _model(model) if isinstance(model, str) else model
+    workload = workload or {"kind": "generate", "batch_sizes": [8], "prompt_tokens": 128, "new_tokens": 64}
+    return RunConfig.from_dict({"backend": backend, "model": model, "workload": workload, "weights": weights,
+                                "device": "cuda"}, backend_name or "test")
+
+
+class FakeFiles:
+    """ModelFiles stand-in: records what the engine asked to materialise."""
+
+    def __init__(self, tokenizer: str | None = None):
+        self.extras: list = []
+        self.folders = 0
+        self.tokenizer = tokenizer
+
+    def config_folder(self, extra=None):
+        self.extras.append(extra)
+        return Path("/cache/configs/abc")
+
+    def folder(self):
+        self.folders += 1
+        return "/cache/synthetic/def"
+
+    def tokenizer_source(self):
+        return self.tokenizer
+
+
+def _ctx(run: RunConfig, files: FakeFiles | None = None, device: str = "cuda") -> EngineContext:
+    return EngineContext(run=run, device=device, files=files or FakeFiles(), cache_dir=Path("/cache"), num_labels=2)
+
+
+# -- registry and YAMLs ---------------------------------------------------------------------------
+def test_engine_is_registered_and_light():
+    assert engine_class("vllm") is V.VllmEngine
+    assert V.VllmEngine.devices == ("cuda",) and V.VllmEngine.requires == ("vllm",) and V.VllmEngine.extra == "vllm"
+    code = "import sys, backends.vllm; print(sorted(m for m in ('vllm', 'torch', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_log_capture_restores_environment(monkeypatch):
+    monkeypatch.delenv("VLLM_LOGGING_CONFIG_PATH", raising=False)
+    monkeypatch.delenv("VLLM_ALLOW_INSECURE_SERIALIZATION", raising=False)
+    cap = V._LogCapture()
+    cap.install()
+    cap.set_env("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+    cfg = Path(os.environ["VLLM_LOGGING_CONFIG_PATH"])
+    config = __import__("json").loads(cfg.read_text())
+    assert config["handlers"]["capture"]["filename"] == str(cap.path)
+    cap.attach()  # vLLM not imported here: this process's "vllm" logger gets the file handler
+    logging.getLogger("vllm.test").info("Available KV cache memory: 1.5 GiB")
+    assert V.parse_vllm_log(cap.text())["kv_cache_gib"] == 1.5
+    cap.close()
+    assert "VLLM_LOGGING_CONFIG_PATH" not in os.environ and "VLLM_ALLOW_INSECURE_SERIALIZATION" not in os.environ
+    assert not cap.dir.exists()
+    assert not [h for h in logging.getLogger("vllm").handlers if isinstance(h, logging.FileHandler)]
+
+
+def test_expected_yamls_exist():
+    names = {p.stem for p in VLLM_YAMLS}
+    assert {"vllm_fp16", "vllm_bf16", "awq", "awq_marlin", "awq_triton", "gptq", "fp8", "vllm_bnb"} <= names
+
+
+@pytest.mark.parametrize("path", VLLM_YAMLS, ids=lambda p: p.stem)
+def test_every_yaml_builds_and_maps(path):
+    data = yaml.safe_load(path.read_text())
+    assert set(data) <= {"engine", "description", "options"} and data["description"]
+    opts = build(V.Options, data.get("options"), "backend.options")
+    run = _run(data, "llama-3.1-8b", backend_name=path.stem)
+    files = FakeFiles()
+    kw = V.llm_kwargs(opts, _ctx(run, files))
+    assert kw["quantization"] == (None if opts.quantization == "none" else opts.quantization)
+    assert kw["dtype"] == opts.dtype and kw["gpu_memory_utilization"] == opts.gpu_memory_utilization
+    assert kw["max_model_len"] == max(128 + 64, run.quality.eval_tokens + 8)
+    assert kw["skip_tokenizer_init"] is True and kw["disable_log_stats"] is False
+    assert kw["enable_prefix_caching"] is False and kw["tensor_parallel_size"] == 1
+    if opts.quantization == "bitsandbytes":
+        assert "load_format" not in kw and kw["model"] == "/cache/synthetic/def" and files.folders == 1
+    else:
+        assert kw["load_format"] == "dummy" and kw["model"] == "/cache/configs/abc"
+    if opts.linear_backend != "auto":
+        assert kw["linear_backend"] == opts.linear_backend
+    else:
+        assert "linear_backend" not in kw
+
+
+def test_yaml_specifics():
+    assert build(V.Options, _yaml("fp8")["options"]).min_capability == 89
+    assert build(V.Options, _yaml("awq")["options"]).quantization == "awq_marlin"
+    assert build(V.Options, _yaml("awq_triton")["options"]).linear_backend == "triton"
+    assert build(V.Options, _yaml("gptq")["options"]).quantization == "gptq_marlin"
+    assert build(V.Options, _yaml("vllm_bnb")["options"]).quantization == "bitsandbytes"
+    assert build(V.Options, _yaml("vllm_bf16")["options"]).dtype == "bfloat16"
+
+
+def test_throughput_workload_yaml():
+    wl = build(WorkloadSpec, yaml.safe_load((CONF / "workload" / "throughput.yaml").read_text()), "workload")
+    assert wl.kind == "generate" and wl.batch_sizes == [256] and wl.repeats >= 3 and wl.warmup >= 1
+
+
+# -- synthetic quantization configs ---------------------------------------------------------------
+def test_awq_synthetic_config_injected():
+    files = FakeFiles()
+    run = _run("awq", "llama-3.1-8b")
+    kw = V.llm_kwargs(run.backend.options, _ctx(run, files))
+    assert kw["load_format"] == "dummy"
+    assert files.extras == [{"quantization_config": {"quant_method": "awq", "bits": 4, "group_size": 128,
+                                                     "zero_point": True, "version": "gemm",
+                                                     "modules_to_not_convert": None}}]
+
+
+def test_gptq_synthetic_config_injected():
+    files = FakeFiles()
+    run = _run("gptq", "llama-3.1-8b")
+    V.llm_kwargs(run.backend.options, _ctx(run, files))
+    q = files.extras[0]["quantization_config"]
+    assert q == {"quant_method": "gptq", "bits": 4, "group_size": 128, "sym": True, "desc_act": False,
+                 "lm_head": False, "checkpoint_format": "gptq"}
+
+
+def test_group_size_falls_back_when_128_does_not_divide():
+    # SmolLM2-135M: hidden 576 = 4.5 x 128.
+    arch = _model("smollm2-135m")["architecture"]
+    assert V.linear_input_sizes(arch) == [576, 576, 1536]
+    q = V.synthetic_quantization_config(V.Options(quantization="awq"), arch)
+    assert q["group_size"] == 64
+    # Tensor parallelism splits o_proj/down_proj inputs: 14336 / 4 still divides 128.
+    llama = _model("llama-3.1-8b")["architecture"]
+    assert V.linear_input_sizes(llama, 4) == [4096, 1024, 3584]
+    assert V.pick_group_size(V.linear_input_sizes(llama, 4)) == 128
+    assert V.pick_group_size([100]) == -1
+    assert V.synthetic_quantization_config(V.Options(quantization="gptq", group_size=32), llama)["group_size"] == 32
+
+
+def test_no_injected_config_for_online_methods():
+    for q in ("none", "fp8"):
+        files = FakeFiles()
+        run = _run({"engine": "vllm", "options": {"quantization": q}})
+        V.llm_kwargs(run.backend.options, _ctx(run, files))
+        assert files.extras == [None]
+
+
+def test_explicit_quantization_config_is_used_verbatim():
+    ct = {"quant_method": "compressed-tensors", "format": "pack-quantized", "config_groups": {}}
+    files = FakeFiles()
+    run = _run({"engine": "vllm", "options": {"quantization": "compressed-tensors", "quantization_config": ct}})
+    V.llm_kwargs(run.backend.options, _ctx(run, files))
+    assert files.extras == [{"quantization_config": ct}]
+
+
+def test_pretrained_uses_listed_checkpoint_or_plain_weights():
+    run = _run("awq", "llama-3.1-8b", weights="pretrained")
+    kw = V.llm_kwargs(run.backend.options, _ctx(run))
+    assert kw["model"] == "hugging-quants/Meta-Llama-3.1-8B-Instruct-AWQ-INT4" and "load_format" not in kw
+    run = _run("gptq", "qwen2.5-7b", weights="pretrained")
+    assert V.llm_kwargs(run.backend.options, _ctx(run))["model"] == "Qwen/Qwen2.5-7B-Instruct-GPTQ-Int4"
+    files = FakeFiles()
+    run = _run("fp8", "llama-3.1-8b", weights="pretrained")  # online FP8 from the 16-bit weights
+    kw = V.llm_kwargs(run.backend.options, _ctx(run, files))
+    assert kw["model"] == "/cache/synthetic/def" and files.folders == 1 and kw["quantization"] == "fp8"
+
+
+def test_other_options_reach_kwargs():
+    opts = V.Options(dtype="bfloat16", max_model_len=4096, tensor_parallel_size=2, enforce_eager=True,
+                     kv_cache_dtype="fp8", max_num_seqs=128, max_num_batched_tokens=8192, attention_backend="FLASHINFER",
+                     score_top_k=50, detokenize=True, engine_args={"block_size": 32})
+    run = _run({"engine": "vllm", "options": {}})
+    kw = V.llm_kwargs(opts, _ctx(run))
+    assert kw["max_model_len"] == 4096 and kw["tensor_parallel_size"] == 2 and kw["enforce_eager"] is True
+    assert kw["kv_cache_dtype"] == "fp8" and kw["max_num_seqs"] == 128 and kw["max_num_batched_tokens"] == 8192
+    assert kw["attention_backend"] == "FLASHINFER" and kw["max_logprobs"] == 50 and kw["block_size"] == 32
+    assert kw["skip_tokenizer_init"] is False
+
+
+def test_kwargs_to_cli():
+    args = V.kwargs_to_cli({"model": "/m", "quantization": None, "enforce_eager": False, "enable_prefix_caching": False,
+                            "disable_log_stats": False, "load_format": "dummy", "gpu_memory_utilization": 0.9,
+                            "hf_overrides": {"a": 1}})
+    assert args == ["--model", "/m", "--no-enforce-eager", "--no-enable-prefix-caching", "--load-format", "dummy",
+                    "--gpu-memory-utilization", "0.9", "--hf-overrides", '{"a": 1}']
+    assert V.kwargs_to_cli({"disable_log_stats": True, "trust_remote_code": True}) == [
+        "--disable-log-stats", "--trust-remote-code"]
+
+
+# -- validation -----------------------------------------------------------------------------------
+def test_bad_quantization_names_the_valid_ones():
+    with pytest.raises(ConfigError) as e:
+        build(V.Options, {"quantization": "awq_gemm"}, "backend.options")
+    msg = str(e.value)
+    assert "backend.options.quantization" in msg and "'awq_gemm'" in msg
+    for q in V.QUANTIZATIONS:
+        assert repr(q) in msg
+
+
+@pytest.mark.parametrize("options, needle", [
+    ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
+    ({"tensor_parallel_size": 0}, "tensor_parallel_size"),
+    ({"quantization": "awq", "bits": 8}, "4-bit"),
+    ({"bits": 3}, "bits"),
+    ({"group_size": 100}, "group_size"),
+    ({"engine_args": {"model": "x"}}, "engine_args"),
+    ({"linear_backend": "cublas"}, "linear_backend"),
+    ({"dtype": "float32"}, "dtype"),
+    ({"typo_option": 1}, "typo_option"),
+])
+def test_option_errors(options, needle):
+    with pytest.raises(ConfigError, match=needle):
+        build(V.Options, options, "backend.options")
+
+
+def test_pretrained_quantized_without_checkpoint_is_invalid():
+    with pytest.raises(ConfigError, match="lists no 'awq' checkpoint"):
+        _run("awq", {**_model("tiny"), "path": "/somewhere"}, weights="pretrained")
+    with pytest.raises(ConfigError, match="compressed-tensors"):
+        _run({"engine": "vllm", "options": {"quantization": "compressed-tensors"}})
+
+
+def test_classify_workload_is_invalid():
+    with pytest.raises(ConfigError, match="generate workloads only"):
+        _run("vllm_fp16", "modernbert-base", workload={"kind": "classify", "batch_sizes": [1]})
+
+
+def test_max_model_len_too_short_is_invalid():
+    with pytest.raises(ConfigError, match="max_model_len"):
+        _run({"engine": "vllm", "options": {"max_model_len": 100}})
+
+
+# -- checks before loading ------------------------------------------------------------------------
+def test_fp8_on_a100_is_unsupported_hardware():
+    opts = build(V.Options, _yaml("fp8")["options"])
+    failure = V.capability_failure(opts, (8, 0), "A100")
+    assert failure.status == "unsupported_hardware"
+    assert failure.reason == "fp8 needs compute capability >= 8.9, this GPU is 8.0 (A100)"
+    assert V.capability_failure(opts, (9, 0), "H100") is None
+    assert V.capability_failure(opts, (8, 9), "L4") is None
+    assert V.capability_failure(V.Options(), (7, 0)) is None
+    assert V.capability_failure(opts, None) is None
+
+
+def test_check_without_vllm_is_missing_dependency(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else real(name, *a))
+    run = _run("vllm_fp16")
+    failure = V.VllmEngine(run.backend.options, _ctx(run)).check()
+    assert failure.status == "missing_dependency" and "quantbench[vllm]" in failure.reason
+
+
+def test_check_bitsandbytes_needs_bitsandbytes(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: (object() if name == "vllm" else None if name == "bitsandbytes"
+                                          else real(name, *a)))
+    run = _run("vllm_bnb")
+    failure = V.VllmEngine(run.backend.options, _ctx(run)).check()
+    assert failure.status == "missing_dependency" and "bitsandbytes" in failure.reason
+
+
+def test_check_cpu_and_capability(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else real(name, *a))
+    run = _run("fp8")
+    failure = V.VllmEngine(run.backend.options, _ctx(run, device="cpu")).check()
+    assert failure.status == "unsupported_hardware" and "cuda" in failure.reason
+    ctx = _ctx(run)
+    ctx.extra.update(compute_capability=(8, 0), gpu_name="NVIDIA A100-SXM4-80GB")
+    failure = V.VllmEngine(run.backend.options, ctx).check()
+    assert failure.status == "unsupported_hardware" and "this GPU is 8.0" in failure.reason
+    ctx.extra.update(compute_capability=(9, 0), gpu_name="NVIDIA H100")
+    assert V.VllmEngine(run.backend.options, ctx).check() is None
+
+
+# -- vLLM log lines (formats from vLLM 0.26.0's logger calls) ------------------------------------
+SAMPLE_LOG = """\
+INFO 11-23 14:30:00 [cuda.py:483] Using FLASH_ATTN attention backend out of potential backends: ['FLASH_ATTN', 'FLASHINFER', 'TRITON_ATTN', 'FLEX_ATTENTION'].
+(EngineCore_DP0 pid=4242) INFO 11-23 14:30:01 [auto_awq.py:473] Using MacheteLinearKernel for AutoAWQMarlinLinearMethod
+(EngineCore_DP0 pid=4242) INFO 11-23 14:30:01 [auto_awq.py:473] Using MarlinLinearKernel for AutoAWQMarlinLinearMethod
+4242 INFO vllm.model_executor.kernels.linear: Selected CutlassFP8ScaledMMLinearKernel for Fp8PerTensorOnlineLinearMethod
+INFO 11-23 14:30:09 [gpu_model_runner.py:5348] Model loading took 5.37 GiB memory and 8.251340 seconds
+INFO 11-23 14:30:21 [gpu_worker.py:561] Available KV cache memory: 62.31 GiB
+INFO 11-23 14:30:21 [kv_cache_utils.py:2177] GPU KV cache size: 1,166,720 tokens
+INFO 11-23 14:30:21 [kv_cache_utils.py:2179] Maximum concurrency for 1,280 tokens per request: 911.50x
+INFO 11-23 14:30:30 [llm.py:400] Supported tasks: ['generate']
+"""
+
+
+def test_parse_vllm_log():
+    f = V.parse_vllm_log(SAMPLE_LOG)
+    assert f["attention_backend"] == "FLASH_ATTN"
+    assert f["linear_kernels"] == {"AutoAWQMarlinLinearMethod": ["MacheteLinearKernel", "MarlinLinearKernel"],
+                                   "Fp8PerTensorOnlineLinearMethod": ["CutlassFP8ScaledMMLinearKernel"]}
+    assert f["model_load_gib"] == 5.37 and f["model_load_s"] == pytest.approx(8.25134)
+    assert f["kv_cache_gib"] == 62.31 and f["kv_cache_tokens"] == 1_166_720 and f["max_concurrency"] == 911.5
+    assert "fp8_weight_only_marlin" not in f and len(f["lines"]) == 8
+
+
+def test_parse_vllm_log_variants():
+    f = V.parse_vllm_log(
+        "INFO [model_runner.py:306] Model loading took 0.12 GiB and 1.5 seconds\n"
+        "INFO [cuda.py:422] Using AttentionBackendEnum.FLASHINFER backend.\n"
+        "INFO Using MarlinFP8ScaledMMLinearKernel for something else\n"
+        "WARNING [marlin_utils_fp8.py:112] Your GPU does not have native support for FP8 computation but FP8 "
+        "quantization is being used. Weight-only FP8 compression will be used leveraging the Marlin kernel. This "
+        "may degrade performance for compute-heavy workloads.\n"
+        "INFO Using max model len 1280\n")
+    assert f["model_load_gib"] == 0.12 and f["attention_backend"] == "FLASHINFER"
+    assert f["fp8_weight_only_marlin"] is True
+    assert f["linear_kernels"] == {"something else": ["MarlinFP8ScaledMMLinearKernel"]}
+    assert V.parse_vllm_log("") == {"linear_kernels": {}, "lines": []}
+
+
+def test_memory_facts_and_describe_from_log_without_vllm():
+    run = _run("fp8")
+    eng = V.VllmEngine(run.backend.options, _ctx(run))
+    eng.log_facts = V.parse_vllm_log(SAMPLE_LOG + "Weight-only FP8 compression will be used leveraging the Marlin kernel")
+    assert eng.memory_facts() == {"weights_mib": 5498.9, "model_load_mib": 5498.9, "kv_cache_mib": 63805.4}
+    eng.inspection = {"weights_bytes": 5 * 2**30, "linear_kernel_layers": {"MarlinFP8ScaledMMLinearKernel": 224}}
+    assert eng.memory_facts()["weights_mib"] == 5120.0
+    info = eng.describe()
+    assert info["engine"] == "vllm" and info["attention_backend"] == "FLASH_ATTN"
+    assert "MarlinFP8ScaledMMLinearKernel" in info["linear_kernels"] and info["kv_cache_tokens"] == 1_166_720
+    assert info["fp8_mode"].startswith("weight-only FP8 via Marlin")
+    assert all(k.endswith("_mib") for k in eng.memory_facts())
+
+
+@pytest.mark.parametrize("texts, status", [
+    (("OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",), "oom"),
+    (("RuntimeError: Engine core initialization failed. See root cause above.",
+      "ERROR ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization`"), "oom"),
+    (("ValueError: To serve at least one request with the model's max seq len (131072), (16.0 GiB KV cache is "
+      "needed, which is larger than the available KV cache memory (9.5 GiB).",), "oom"),
+    (("ValueError: The quantization method auto_awq is not supported for the current GPU. Minimum capability: 75. "
+      "Current capability: 70.",), "unsupported_hardware"),
+    (("ValueError: Quantization method specified in the model config (gptq) does not match the quantization method "
+      "specified in the `quantization` argument (fp8).",), "invalid_config"),
+])
+def test_classify_error(texts, status):
+    assert V.classify_error(*texts)[0] == status
+
+
+def test_classify_error_unknown():
+    assert V.classify_error("RuntimeError: something else", "INFO fine") is None
+
+
+# -- timing and log-probs, with a stand-in LLM ----------------------------------------------------
+class _Logprob:
+    def __init__(self, logprob, rank=None):
+        self.logprob, self.rank = logprob, rank
+
+
+def test_topk_logprobs_rows_and_order():
+    k = 3
+    # position dict: top-k plus the actual token ranked below k
+    pos = lambda base: {10 + base: _Logprob(-0.1, 1), 11 + base: _Logprob(-1.0, 2), 12 + base: _Logprob(-2.0, 3),
+                        99: _Logprob(-9.0, 57)}
+    values, indices = V.topk_logprobs([None, pos(0), pos(1)], pos(2), k)
+    assert values.shape == indices.shape == (3, 3) and values.dtype == np.float32 and indices.dtype == np.int64
+    assert indices.tolist() == [[10, 11, 12], [11, 12, 13], [12, 13, 14]]
+    assert values[0].tolist() == pytest.approx([-0.1, -1.0, -2.0])
+    short, ids = V.topk_logprobs([None], {5: _Logprob(-0.5, 1)}, 2)
+    assert ids.tolist() == [[5, -1]] and short[0, 1] == -np.inf
+    with pytest.raises(RunFailure):
+        V.topk_logprobs([None, None], pos(0), k)
+
+
+def test_batch_ttft_ms():
+    m = [SimpleNamespace(arrival_time=100.0, first_token_latency=0.5),
+         SimpleNamespace(arrival_time=100.01, first_token_latency=0.8)]
+    ms, summary = V.batch_ttft_ms(99.99, m)
+    assert ms == pytest.approx(820.0) and summary["ttft_per_request_ms_max"] == pytest.approx(800.0)
+    assert V.batch_ttft_ms(99.0, [None])[0] is None
+    assert V.batch_ttft_ms(99.0, [SimpleNamespace(arrival_time=0.0, first_token_latency=0.0)])[0] is None
+
+
+class FakeLLM:
+    """Stands in for vllm.LLM: records calls, returns RequestOutput-like objects."""
+
+    def __init__(self, metrics: bool = True):
+        self.calls = []
+        self.metrics = metrics
+
+    def generate(self, prompts, params, use_tqdm=True):
+        self.calls.append((prompts, params))
+        n = params["max_tokens"]
+        outs = []
+        for i, p in enumerate(prompts):
+            now = __import__("time").time()
+            metrics = SimpleNamespace(arrival_time=now, first_token_latency=0.001 * (i + 1)) if self.metrics else None
+            top = {7: _Logprob(-0.2, 1), 8: _Logprob(-1.2, 2)}
+            outs.append(SimpleNamespace(
+                outputs=[SimpleNamespace(token_ids=list(range(n)), logprobs=[top] if params.get("logprobs") else None)],
+                metrics=metrics,
+                prompt_logprobs=[None] + [top] * (len(p["prompt_token_ids"]) - 1) if params.get("prompt_logprobs") else None))
+        return outs
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    mod = types.ModuleType("vllm")
+    mod.SamplingParams = lambda **kw: kw
+    monkeypatch.setitem(sys.modules, "vllm", mod)
+    return mod
+
+
+@pytest.mark.parametrize("metrics", [True, False])
+def test_generate_one_call_greedy_exact_tokens(fake_vllm, metrics):
+    run = _run("vllm_fp16")
+    eng = V.VllmEngine(run.backend.options, _ctx(run))
+    eng.llm = FakeLLM(metrics)
+    eng.kwargs = {"max_model_len": 1000}
+    timer = StepTimer(HostClock())
+    timer.begin()
+    out = eng.generate([[1, 2, 3], [4, 5, 6]], 5, timer)
+    timer.end()
+    assert out == [[0, 1, 2, 3, 4]] * 2
+    prompts, params = eng.llm.calls[0]
+    assert prompts == [{"prompt_token_ids": [1, 2, 3]}, {"prompt_token_ids": [4, 5, 6]}]
+    assert params == {"temperature": 0.0, "detokenize": False, "max_tokens": 5, "min_tokens": 5, "ignore_eos": True}
+    s = timer.sample()
+    assert s.new_tokens == 5 and 0 <= s.ttft_ms <= s.e2e_ms
+    if metrics:
+        assert len(eng.llm.calls) == 1 and "request metrics" in eng.timing["ttft_method"]
+    else:
+        assert len(eng.llm.calls) == 2 and eng.llm.calls[1][1]["max_tokens"] == 1
+        assert "max_tokens=1" in eng.timing["ttft_method"]
+    with pytest.raises(RunFailure, match="max_model_len"):
+        eng.generate([[1] * 998], 5, timer)
+
+
+def test_score_topk(fake_vllm):
+    run = _run({"engine": "vllm", "options": {"score_top_k": 2}})
+    eng = V.VllmEngine(run.backend.options, _ctx(run))
+    eng.llm = FakeLLM()
+    eng.kwargs = {"max_model_len": 100}
+    lp = eng.score([3, 4, 5, 6])
+    assert lp.values.shape == (4, 2) and lp.indices.tolist() == [[7, 8]] * 4
+    _, params = eng.llm.calls[0]
+    assert params["prompt_logprobs"] == 2 and params["logprobs"] == 2 and params["max_tokens"] == 1
+
+
+# -- GPU ------------------------------------------------------------------------------------------
+def _gpu_ready() -> str | None:
+    if importlib.util.find_spec("vllm") is None:
+        return "vllm is not installed"
+    try:
+        import torch
+    except ImportError:
+        return "torch is not installed"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU"
+    return None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("quantization", ["none", "awq_marlin"])
+def test_gpu_tiny_dummy_model_generates(tmp_path, monkeypatch, quantization):
+    reason = _gpu_ready()
+    if reason:
+        pytest.skip(reason)
+    from runners.models import ModelFiles
+
+    monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path))
+    model = {"name": "tiny-vllm", "task": "causal_lm", "architecture": TINY_ARCH}
+    run = _run({"engine": "vllm", "options": {"dtype": "float16", "quantization": quantization,
+                                              "gpu_memory_utilization": 0.3, "enforce_eager": True}},
+               model, workload={"kind": "generate", "batch_sizes": [4], "prompt_tokens": 32, "new_tokens": 8})
+    files = ModelFiles(run.model, "synthetic", "causal_lm", 2, "cuda")
+    eng = V.VllmEngine(run.backend.options, EngineContext(run, "cuda", files, tmp_path, 2))
+    assert eng.check() is None
+    eng.load()
+    try:
+        timer = StepTimer(HostClock())
+        prompts = np.random.default_rng(0).integers(16, 2048, size=(4, 32)).tolist()
+        timer.begin()
+        out = eng.generate(prompts, 8, timer)
+        timer.end()
+        assert [len(o) for o in out] == [8] * 4
+        s = timer.sample()
+        assert 0 < s.ttft_ms <= s.e2e_ms
+        lp = eng.score(prompts[0][:16])
+        assert lp.values.shape == (16, 20) and np.all(lp.values[:, 0] >= lp.values[:, 1])
+        info, mem = eng.describe(), eng.memory_facts()
+        assert info["vllm"] and info["max_model_len"] == 256 + 8
+        if quantization == "awq_marlin":
+            assert info["quantization_method"] == "auto_awq" and info.get("linear_kernels")
+        assert mem.get("kv_cache_mib", 0) > 0 and mem.get("weights_mib", 0) > 0
+    finally:
+        eng.close()
+
+
+# -- scripts/vllm_fidelity.py ---------------------------------------------------------------------
+def _fidelity():
+    spec = importlib.util.spec_from_file_location("vllm_fidelity", ROOT / "scripts" / "vllm_fidelity.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_fidelity_parses_vllm_bench_output():
+    f = _fidelity()
+    text = ("Processed prompts: 100%|...\nThroughput: 11.52 requests/s, 14745.60 total tokens/s, "
+            "2949.12 output tokens/s\nTotal num prompt tokens:  262144\nTotal num output tokens:  65536\n")
+    assert f.parse_throughput(text) == {"requests_per_s": 11.52, "total_tokens_per_s": 14745.6,
+                                        "output_tokens_per_s": 2949.12}
+    assert f.parse_throughput("nothing") is None
+
+
+def test_fidelity_reads_quantbench_record():
+    f = _fidelity()
+    record = {"status": "ok", "points": [
+        {"batch_size": 8, "metrics": {"output_tokens_per_s": {"median": 1.0}}},
+        {"batch_size": 256, "status": "ok", "metrics": {"output_tokens_per_s": {"median": 2900.5, "cv_pct": 1.2},
+                                                        "ttft_ms": {"median": 800.0}, "peak_rss_mib": 10.0}}],
+        "engine_info": {"vllm": "0.26.0", "linear_kernels": ["MarlinLinearKernel"]}}
+    got = f.quantbench_throughput(record, 256)
+    assert got["output_tokens_per_s_median"] == 2900.5 and got["ttft_ms_median"] == 800.0
+    assert got["output_tokens_per_s_cv_pct"] == 1.2 and got["linear_kernels"] == ["MarlinLinearKernel"]
+
+
+def test_fidelity_commands_share_the_engine_settings():
+    f = _fidelity()
+    run = _run("awq")
+    kw = V.llm_kwargs(run.backend.options, _ctx(run))
+    cmd = f.bench_command(kw, "/tok", 1024, 256, 256, 256, "/o.json", detokenize=False, python="py")
+    assert cmd[:6] == ["py", "-m", "vllm.entrypoints.cli.main", "bench", "throughput", "--model"]
+    joined = " ".join(cmd)
+    for part in ("--load-format dummy", "--quantization awq_marlin", "--dtype float16", "--no-enable-prefix-caching",
+                 "--input-len 1024", "--output-len 256", "--num-prompts 256", "--num-warmups 256",
+                 "--tokenizer /tok", "--dataset-name random", "--disable-detokenize", "--gpu-memory-utilization 0.9"):
+        assert part in joined
+    assert "skip-tokenizer-init" not in joined and "max-logprobs" not in joined
+    qb = f.quantbench_command("awq", "llama-3.1-8b", 1024, 256, 256, 1344, "/d", python="py")
+    assert "workload.batch_sizes=[256]" in qb and "++backend.options.max_model_len=1344" in qb
+    assert "weights=synthetic" in qb and "hydra.run.dir=/d" in qb and "workload=throughput" in qb
