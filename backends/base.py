@@ -39,10 +39,13 @@ class LogProbs:
 
     Full distributions: `values` is [T, V] and `indices` is None. Engines that only return the top
     k (vLLM) give `values` [T, k] and `indices` [T, k]; quality metrics then say they are top-k.
+    Row t is the distribution of token t + 1. Top-k engines may also give `next_token_values` [T - 1]:
+    the log-prob of each actual next token, which can rank below k (NaN where unknown), for perplexity.
     """
 
     values: "np.ndarray"
     indices: "np.ndarray | None" = None
+    next_token_values: "np.ndarray | None" = None
 
 
 @dataclass
@@ -80,16 +83,17 @@ class Engine(ABC):
 
     def check(self) -> RunFailure | None:
         """Why this run cannot happen here (missing package, hardware), or None."""
+        # Hardware first: installing a package would not help a run this device cannot do.
+        if self.ctx.device not in self.devices:
+            return RunFailure(
+                "unsupported_hardware",
+                f"{self.name} runs on {' or '.join(self.devices)}, not {self.ctx.device}",
+            )
         missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
         if missing:
             return RunFailure(
                 "missing_dependency",
                 f"{self.name} needs {', '.join(missing)}: pip install 'quantbench[{self.extra}]'",
-            )
-        if self.ctx.device not in self.devices:
-            return RunFailure(
-                "unsupported_hardware",
-                f"{self.name} runs on {' or '.join(self.devices)}, not {self.ctx.device}",
             )
         return None
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from backends.base import Engine, LogProbs, RunFailure
-from runners.cache import content_key
+from runners.cache import build_once, content_key, folder_identity
 from runners.typed import ConfigError
 
 if TYPE_CHECKING:
@@ -239,34 +239,6 @@ def library_versions() -> dict[str, str]:
         except PackageNotFoundError:
             pass
     return out
-
-
-def folder_identity(folder: str) -> Any:
-    """What distinguishes one model folder's contents without hashing gigabytes: names, sizes, mtimes."""
-    path = Path(folder)
-    if not path.is_dir():
-        return folder  # a hub id: from_pretrained resolves it; its revision is the hub's business
-    return [str(path.resolve())] + sorted(
-        (f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file())
-
-
-def build_once(final: Path, build) -> bool:
-    """Build `final/` through a temp sibling and a rename; True when it was already there."""
-    import shutil
-
-    if (final / ".complete").exists():
-        return True
-    tmp = final.with_name(f"{final.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        build(tmp)
-        (tmp / ".complete").write_text("ok\n")
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return False
 
 
 def _save_onnx(model: Any, path: Path) -> None:

@@ -88,7 +88,7 @@ def execute_job(cfg: DictConfig) -> RunRecord:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def _hydra_main(cfg: DictConfig) -> None:
     rec = execute_job(cfg)
     hc = HydraConfig.get()
     from hydra.types import RunMode
@@ -101,6 +101,21 @@ def main(cfg: DictConfig) -> None:
         print(f"record: {out / RECORD_NAME}\ntables: {out / 'table.md'}, {out / 'table.csv'}")
         if rec.status not in ("ok", "partial"):
             sys.exit(1)
+
+
+def main() -> None:
+    """Check the overrides (one clear line for a bad one), then let Hydra compose and run."""
+    from runners.cli_check import CliError, check
+
+    flags = [a for a in sys.argv[1:] if a.startswith("-")]
+    if not {"-h", "--help", "--hydra-help", "--info", "-i"} & set(flags):
+        try:
+            rest = check([a for a in sys.argv[1:] if not a.startswith("-")])
+        except CliError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        sys.argv = [sys.argv[0], *flags, *rest]
+    _hydra_main()
 
 
 if __name__ == "__main__":

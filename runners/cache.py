@@ -4,7 +4,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
+from typing import Any, Callable
 
 
 def cache_dir() -> Path:
@@ -28,3 +30,33 @@ def content_key(*parts: object) -> str:
 def cache_path(kind: str, *parts: object) -> Path:
     """`<cache>/<kind>/<key>`: the folder for one derived artefact (not created)."""
     return cache_dir() / kind / content_key(*parts)
+
+
+def folder_identity(folder: str) -> Any:
+    """What distinguishes one model folder's contents without hashing gigabytes: names, sizes, mtimes."""
+    path = Path(folder)
+    if not path.is_dir():
+        return folder  # a hub id: from_pretrained resolves it; its revision is the hub's business
+    return [str(path.resolve())] + sorted(
+        (f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file())
+
+
+def build_once(final: Path, build: Callable[[Path], object]) -> bool:
+    """Build `final/` through a temp sibling and a rename; True when it was already there.
+
+    A build killed half-way (timeout, OOM, Ctrl-C) never leaves a half folder that a later run
+    would take for a finished one: only a completed build is renamed into place.
+    """
+    if (final / ".complete").exists():
+        return True
+    tmp = final.with_name(f"{final.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        build(tmp)
+        (tmp / ".complete").write_text("ok\n")
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return False

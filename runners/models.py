@@ -12,13 +12,12 @@ import importlib
 import importlib.util
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from backends.base import RunFailure
-from runners.cache import cache_path
+from runners.cache import build_once, cache_path
 from runners.config import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -34,20 +33,7 @@ def _versions() -> dict[str, str]:
 
 
 def _atomic_folder(final: Path, build) -> Path:
-    """Build into a temp sibling and rename: a killed conversion never leaves a half folder."""
-    if (final / ".complete").exists():
-        return final
-    tmp = final.with_name(final.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        build(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    (tmp / ".complete").write_text("ok\n")
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    build_once(final, build)
     return final
 
 

@@ -23,6 +23,8 @@ STAT_METRICS = [
     ("per_example_ms", "Latency, ms/example"),
     ("examples_per_s", "Examples/s"),
     ("batch_ms", "Latency per batch, ms"),
+    ("total_tokens_per_s", "Total (prompt + output) tokens/s"),
+    ("requests_per_s", "Requests/s"),
 ]
 MEMORY_METRICS = [
     ("peak_allocated_mib", "Peak VRAM (torch allocator), MiB"),
@@ -30,6 +32,12 @@ MEMORY_METRICS = [
     ("peak_process_vram_mib", "Peak VRAM (NVML, process tree), MiB"),
     ("peak_device_vram_mib", "Peak VRAM (NVML, whole device), MiB"),
     ("peak_rss_mib", "Peak host RSS, MiB"),
+]
+EFFICIENCY_METRICS = [
+    ("energy_per_output_token_mj", "Energy per output token (whole GPU), mJ"),
+    ("energy_per_example_mj", "Energy per example (whole GPU), mJ"),
+    ("decode_weight_bandwidth_gb_per_s", "Batch-1 decode weight bandwidth, GB/s"),
+    ("decode_weight_bandwidth_of_peak_pct", "Batch-1 decode weight bandwidth, % of GPU peak"),
 ]
 LOAD_METRICS = [
     ("load_s", "Load time, s"),
@@ -45,7 +53,7 @@ QUALITY_METRICS = [
     ("accuracy_pct", "Accuracy, %"),
     ("macro_f1_pct", "Macro-F1, %"),
 ]
-_SUFFIXES = ("_per_s", "_ms", "_mib", "_s", "_pct")
+_SUFFIXES = ("_per_s", "_ms", "_mib", "_mj", "_s", "_pct")
 
 
 def split_unit(key: str) -> tuple[str, str]:
@@ -83,7 +91,7 @@ def rows(records: list[RunRecord]) -> list[dict[str, Any]]:
                             row[f"{name}_{q}{unit}"] = st[q]
                         row[f"{name}_cv_pct"] = st["cv_pct"]
                         row[f"{name}_n"] = st["n"]
-                for key, _ in MEMORY_METRICS:
+                for key, _ in MEMORY_METRICS + EFFICIENCY_METRICS:
                     if key in p.metrics:
                         row[key] = p.metrics[key]
             row.update(extra)
@@ -186,7 +194,7 @@ def markdown(records: list[RunRecord], baseline: str | None = None) -> str:
         out.append(f"### {model} · {workload}{bs_text} · {weights} weights · {device}\n")
         out.append("| | " + " | ".join(cols) + " |")
         out.append("|---|" + "---|" * len(cols))
-        metrics = STAT_METRICS + MEMORY_METRICS + LOAD_METRICS + QUALITY_METRICS
+        metrics = STAT_METRICS + MEMORY_METRICS + EFFICIENCY_METRICS + LOAD_METRICS + QUALITY_METRICS
         not_measured: dict[str, list[str]] = {}
         for key, label in metrics:
             if not any(isinstance((sel.get(b) or {}).get(key), (int, float)) for b in cols):

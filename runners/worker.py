@@ -76,6 +76,7 @@ def execute(run: RunConfig, run_id: str, record_path: Path, order: int = 0) -> R
         record.quality = measure_quality(engine, run, device)
         record.engine_info = engine.describe()
         record.load.update(engine.memory_facts())
+        _add_roofline(record, device)
     except RunFailure as failure:
         record.status, record.reason = failure.status, failure.reason
     except ConfigError as exc:
@@ -115,6 +116,9 @@ def _prepare(run: RunConfig, device: str, record: RunRecord, save) -> object:
     t = time.perf_counter()
     files.folder() if run.weights == "synthetic" or run.model.source else None
     record.load["prepare_s"] = round(time.perf_counter() - t, 3)
+    from runners.quality import prepare_reference
+
+    prepare_reference(run, device)  # quality's reference: cached, or computed in its own process before load
     # Said before the riskiest step so a crash's log tail shows what it was doing.
     log.info("loading %s (%s engine, %s weights) of %s on %s", run.backend.name, run.backend.engine, run.weights,
              run.model.name, device)
@@ -127,6 +131,22 @@ def _prepare(run: RunConfig, device: str, record: RunRecord, save) -> object:
     record.env = envinfo.capture(device)
     save()
     return engine
+
+
+def _add_roofline(record: RunRecord, device: str) -> None:
+    """Batch-1 decode weight bandwidth, once the engine has said how big its weights are."""
+    from runners.energy import decode_roofline
+
+    gpu = (record.env.get("gpu") or {}).get("gpu_name") if device == "cuda" else None
+    for p in record.points:
+        if record.workload != "generate" or p.batch_size != 1 or p.status != "ok":
+            continue
+        tpot = (p.metrics.get("tpot_ms") or {}).get("median")
+        metrics, absent = decode_roofline(record.load.get("weights_mib"), tpot, gpu)
+        if device != "cuda":
+            absent["decode_weight_bandwidth_of_peak_pct"] = "CPU run: the roofline is against GPU memory bandwidth"
+        p.metrics.update(metrics)
+        p.absent.update(absent)
 
 
 def _vocab_size(engine) -> int:

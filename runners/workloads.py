@@ -12,6 +12,7 @@ import numpy as np
 
 from backends.base import Engine, RunFailure
 from runners.config import WorkloadSpec
+from runners.energy import EnergyMeter
 from runners.memory import MemoryWatcher
 from runners.records import Point
 from runners.timing import Stat, StepTimer
@@ -49,11 +50,12 @@ def free_memory() -> None:
 
 
 def _repeat(warmup: int, repeats: int, once: Callable[[], dict[str, float | None]],
-            progress: Callable[[], None]) -> dict[str, list[float]]:
+            progress: Callable[[], None], energy: EnergyMeter) -> dict[str, list[float]]:
     for _ in range(warmup):
         once()
         progress()
     samples: dict[str, list[float]] = {}
+    energy.start()  # after warm-up: compilation and first-touch allocations are not the steady state
     for _ in range(repeats):
         for k, v in once().items():
             if v is not None:
@@ -76,10 +78,14 @@ def run_generate(engine: Engine, wl: WorkloadSpec, batch_size: int, vocab_size: 
             raise RunFailure("crash", f"engine returned {len(out)} sequences of lengths {sorted(lengths)}; "
                                       f"the workload asks {batch_size} x {wl.new_tokens} new tokens")
         s = timer.sample()
+        seconds = s.e2e_ms / 1e3
         return {"ttft_ms": s.ttft_ms, "tpot_ms": s.decode_ms_per_token, "e2e_ms": s.e2e_ms,
-                "output_tokens_per_s": batch_size * wl.new_tokens / (s.e2e_ms / 1e3)}
+                "output_tokens_per_s": batch_size * wl.new_tokens / seconds,
+                "total_tokens_per_s": batch_size * (wl.prompt_tokens + wl.new_tokens) / seconds,
+                "requests_per_s": batch_size / seconds}
 
-    return _measure(engine, wl, batch_size, device, once, progress)
+    return _measure(engine, wl, batch_size, device, once, progress,
+                    ("energy_per_output_token_mj", wl.repeats * batch_size * wl.new_tokens))
 
 
 def run_classify(engine: Engine, wl: WorkloadSpec, batch_size: int, vocab_size: int, device: str,
@@ -98,15 +104,19 @@ def run_classify(engine: Engine, wl: WorkloadSpec, batch_size: int, vocab_size: 
         ms = clock.ms(a, b)
         return {"batch_ms": ms, "per_example_ms": ms / batch_size, "examples_per_s": batch_size / (ms / 1e3)}
 
-    return _measure(engine, wl, batch_size, device, once, progress)
+    return _measure(engine, wl, batch_size, device, once, progress, ("energy_per_example_mj", wl.repeats * batch_size))
 
 
 def _measure(engine: Engine, wl: WorkloadSpec, batch_size: int, device: str,
-             once: Callable[[], dict[str, float | None]], progress: Callable[[], None]) -> Point:
+             once: Callable[[], dict[str, float | None]], progress: Callable[[], None],
+             energy_unit: tuple[str, int]) -> Point:
+    """energy_unit: (metric key, how many units the timed repeats produced) for energy per unit."""
     point = Point(batch_size=batch_size)
+    energy = EnergyMeter(device)
     try:
         with MemoryWatcher(device) as watch:
-            samples = _repeat(wl.warmup, wl.repeats, once, progress)
+            samples = _repeat(wl.warmup, wl.repeats, once, progress, energy)
+            joules = energy.stop()
     except Exception as exc:  # noqa: BLE001 — one batch size failing must not lose the others
         failure = classify_oom(exc)
         free_memory()
@@ -117,6 +127,12 @@ def _measure(engine: Engine, wl: WorkloadSpec, batch_size: int, device: str,
         point.absent["tpot_ms"] = "one new token per request: no decode steps"
     point.metrics.update({k: round(v, 1) for k, v in watch.peaks.values_mib.items()})
     point.absent.update(watch.peaks.absent)
+    key, units = energy_unit
+    if joules is None:
+        point.absent[key] = energy.reason or "not measured"
+    else:
+        point.metrics[key] = round(joules * 1e3 / units, 4)
+        point.metrics["energy_j"] = round(joules, 3)
     return point
 
 

@@ -77,15 +77,6 @@ def test_safe_defaults():
     assert run.model.allow_pickle is False
 
 
-def test_unknown_backend_name_lists_the_valid_ones():
-    proc = bench("backend=int3", "model=tiny")
-    assert proc.returncode != 0
-    err = proc.stderr
-    assert "Could not find 'backend/int3'" in err
-    assert "fp32" in err and "bnb_nf4" in err  # Hydra lists the available options
-    assert "Traceback" not in err
-
-
 def test_bad_value_on_the_command_line_is_one_line_no_traceback(tmp_path):
     proc = bench("model=tiny", "workload.batch_sizes=[0]", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0
@@ -107,3 +98,42 @@ def test_backend_yamls_name_only_known_keys():
     for path in (CONF / "backend").glob("*.yaml"):
         data = yaml.safe_load(path.read_text())
         assert set(data) <= {"engine", "description", "options"}, path
+
+
+# -- the command line, checked before Hydra composes ----------------------------------------------
+@pytest.mark.parametrize("args, message", [
+    (["backend=int3"], "unknown backend 'int3'; valid backends: "),
+    (["-m", "backend=fp32,int3"], "unknown backend 'int3'"),
+    (["model=gpt5"], "unknown model 'gpt5'; valid models: "),
+    (["workload=chat"], "unknown workload 'chat'; valid workloads: classify, generate"),
+    (["backend.options.dtyp=float16"], "unknown key backend.options.dtyp; valid keys: "),
+    (["workload.batchsize=4"], "unknown key workload.batchsize; valid keys: batch_sizes"),
+    (["foo=1"], "unknown key 'foo'; valid top-level keys: "),
+])
+def test_bad_command_line_gets_one_line_naming_valid_choices(args, message):
+    from .conftest import bench
+
+    proc = bench(*args, timeout=60)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_real_field_missing_from_yaml_is_added_not_rejected():
+    from runners.cli_check import check
+
+    # smollm2's YAML has no `path` and classify.yaml no `prompt_tokens`: both are real fields.
+    assert check(["model.path=/x"]) == ["++model.path=/x"]
+    assert check(["workload=classify", "workload.prompt_tokens=8"])[1] == "++workload.prompt_tokens=8"
+    assert check(["workload.repeats=3"]) == ["workload.repeats=3"]  # already in generate.yaml
+    assert check(["backend=bnb_int8", "backend.options.llm_int8_threshold=5.0"])[1].lstrip("+") == \
+        "backend.options.llm_int8_threshold=5.0"
+
+
+def test_engine_options_checked_against_each_swept_backend():
+    from runners.cli_check import CliError, check
+
+    with pytest.raises(CliError, match="gpu_memory_utilization"):
+        check(["backend=fp32", "backend.options.gpu_memory_utilization=0.5"])  # a vLLM option on transformers
+    assert check(["backend=vllm_fp16,awq", "backend.options.gpu_memory_utilization=0.5"])[1].endswith("=0.5")

@@ -124,3 +124,38 @@ def test_summarize_status():
     rec.points.append(Point(batch_size=16, status="oom", reason="CUDA out of memory"))
     rec.summarize_status()
     assert rec.status == "partial" and "batch 16: oom" in rec.reason
+
+
+def test_peak_bandwidth_table_matches_specific_names_first():
+    from runners.energy import peak_bandwidth_gb_per_s
+
+    assert peak_bandwidth_gb_per_s("NVIDIA H100 80GB HBM3") == 3350.0
+    assert peak_bandwidth_gb_per_s("NVIDIA H100 PCIe") == 2000.0
+    assert peak_bandwidth_gb_per_s("NVIDIA H200") == 4800.0
+    assert peak_bandwidth_gb_per_s("Tesla T4") == 320.0
+    assert peak_bandwidth_gb_per_s("NVIDIA L40S") == 864.0
+    assert peak_bandwidth_gb_per_s("Some Future GPU") is None
+    assert peak_bandwidth_gb_per_s(None) is None
+
+
+def test_decode_roofline_math_and_absence():
+    from runners.energy import decode_roofline
+
+    # 1000 MiB of weights read once per 1 ms step = 1048.6 GB/s; on an H100 SXM (3350 GB/s) that is 31.3%.
+    metrics, absent = decode_roofline(1000.0, 1.0, "NVIDIA H100 80GB HBM3")
+    assert metrics["decode_weight_bandwidth_gb_per_s"] == pytest.approx(1048.6, abs=0.1)
+    assert metrics["decode_weight_bandwidth_of_peak_pct"] == pytest.approx(31.3, abs=0.1)
+    assert not absent
+    metrics, absent = decode_roofline(None, 1.0, "NVIDIA H100 80GB HBM3")
+    assert not metrics and "weight size" in absent["decode_weight_bandwidth_gb_per_s"]
+    metrics, absent = decode_roofline(1000.0, 1.0, "Unknown GPU")
+    assert "decode_weight_bandwidth_gb_per_s" in metrics and "not in quantbench's table" in absent[
+        "decode_weight_bandwidth_of_peak_pct"]
+
+
+def test_energy_meter_is_absent_on_cpu():
+    from runners.energy import EnergyMeter
+
+    meter = EnergyMeter("cpu")
+    meter.start()
+    assert meter.stop() is None and "GPU-only" in meter.reason

@@ -105,7 +105,7 @@ def test_log_capture_restores_environment(monkeypatch):
 
 def test_expected_yamls_exist():
     names = {p.stem for p in VLLM_YAMLS}
-    assert {"vllm_fp16", "vllm_bf16", "awq", "awq_marlin", "awq_triton", "gptq", "fp8", "vllm_bnb"} <= names
+    assert {"vllm_fp16", "vllm_bf16", "awq", "awq_marlin", "awq_gemm", "gptq", "fp8", "vllm_bnb"} <= names
 
 
 @pytest.mark.parametrize("path", VLLM_YAMLS, ids=lambda p: p.stem)
@@ -134,7 +134,7 @@ def test_every_yaml_builds_and_maps(path):
 def test_yaml_specifics():
     assert build(V.Options, _yaml("fp8")["options"]).min_capability == 89
     assert build(V.Options, _yaml("awq")["options"]).quantization == "awq_marlin"
-    assert build(V.Options, _yaml("awq_triton")["options"]).linear_backend == "triton"
+    assert build(V.Options, _yaml("awq_gemm")["options"]).linear_backend == "triton"
     assert build(V.Options, _yaml("gptq")["options"]).quantization == "gptq_marlin"
     assert build(V.Options, _yaml("vllm_bnb")["options"]).quantization == "bitsandbytes"
     assert build(V.Options, _yaml("vllm_bf16")["options"]).dtype == "bfloat16"
