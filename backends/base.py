@@ -98,6 +98,13 @@ class Engine(ABC):
         return None
 
     # -- the work ------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """One-off preparation, not timed as load: materialise the files `load` will read (a GGUF
+        conversion, synthetic weights). Engines that need less (vLLM's dummy loading reads only a
+        config) override this, so a 32B synthetic model is never written to disk for nothing."""
+        if self.ctx.run.weights == "synthetic" or self.ctx.run.model.source:
+            self.ctx.files.folder()
+
     @abstractmethod
     def load(self) -> None:
         """Load (and quantize / export / compile) the model. Timed as load_s."""

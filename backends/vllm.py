@@ -21,6 +21,7 @@ Nothing here imports vllm or torch at module level.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -183,6 +184,7 @@ def auto_max_model_len(run: Any) -> int:
     quality = getattr(run, "quality", None)
     if quality is not None and getattr(quality, "enabled", False):
         need = max(need, quality.eval_tokens + 8)  # scoring: the text plus one generated token, with slack
+        need = max(need, 2 * getattr(quality, "generation_tokens", 0))  # greedy generations: prompt + new tokens
     return int(need)
 
 
@@ -385,6 +387,19 @@ def topk_logprobs(prompt_logprobs: list, last_logprobs: Any, k: int):
         values[i, :len(vals)] = vals
         indices[i, :len(ids)] = ids
     return values, indices
+
+
+def next_token_logprobs(prompt_logprobs: list, token_ids: list[int]):
+    """Log-prob of each actual next token (rows t = 0..T-2): vLLM's prompt_logprobs hold it at every
+    position even when it ranks below k, so perplexity needs no full distribution. NaN where missing."""
+    import numpy as np
+
+    out = np.full(max(len(token_ids) - 1, 0), np.nan, dtype=np.float32)
+    for t, entries in enumerate(list(prompt_logprobs[1:len(token_ids)])):
+        hit = dict(entries or {}).get(int(token_ids[t + 1]))
+        if hit is not None:
+            out[t] = float(getattr(hit, "logprob", hit))
+    return out
 
 
 def batch_ttft_ms(start_wall: float, metrics: list[Any]) -> tuple[float | None, dict[str, float]]:
@@ -629,7 +644,17 @@ class VllmEngine(Engine):
         return capability_failure(self.options, self.capability, self.gpu_name)
 
     # -- loading --------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        model_source(self.options, self.ctx)  # config-only folder for dummy weights; real files otherwise
+
     def load(self) -> None:
+        # The worker process has touched CUDA (device checks, NVML, env capture): a forked engine core
+        # could not re-initialise it, so vLLM's engine process must be spawned.
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+        if importlib.util.find_spec("flashinfer") is None:
+            # vLLM 0.26's sampler probes FlashInfer at start-up and dies without it (seen on an H100
+            # with the minimal wheel set); the PyTorch sampler is what runs then anyway.
+            os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
         o = self.options
         self._log = _LogCapture()
         self._log.install()
@@ -719,7 +744,8 @@ class VllmEngine(Engine):
         if out.prompt_logprobs is None or not out.outputs[0].logprobs:
             raise RunFailure("crash", "vLLM returned no log-probs")
         values, indices = topk_logprobs(out.prompt_logprobs, out.outputs[0].logprobs[0], k)
-        return LogProbs(values=values, indices=indices)
+        return LogProbs(values=values, indices=indices,
+                        next_token_values=next_token_logprobs(out.prompt_logprobs, token_ids))
 
     # -- reporting ------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

@@ -128,9 +128,14 @@ class MemoryWatcher:
             for k in ("peak_allocated_mib", "peak_reserved_mib", "peak_process_vram_mib", "peak_device_vram_mib"):
                 out.absent[k] = "CPU run: no device memory"
             return out
-        if torch is not None:
+        if torch is not None and torch.cuda.max_memory_reserved() > 0:
             out.values_mib["peak_allocated_mib"] = torch.cuda.max_memory_allocated() / MIB
             out.values_mib["peak_reserved_mib"] = torch.cuda.max_memory_reserved() / MIB
+        elif torch is not None:
+            # CUDA is up here but nothing went through PyTorch's allocator: the model lives in another
+            # process (vLLM's engine core) or allocator (ONNX Runtime's arena). 0 would read as "free".
+            for k in ("peak_allocated_mib", "peak_reserved_mib"):
+                out.absent[k] = "no PyTorch allocation in this process: the engine holds its memory elsewhere"
         else:
             for k in ("peak_allocated_mib", "peak_reserved_mib"):
                 out.absent[k] = "engine does not allocate through PyTorch in this process"

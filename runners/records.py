@@ -17,7 +17,7 @@ from runners.typed import as_dict
 SCHEMA_VERSION = 1
 RECORD_NAME = "record.json"
 STATUSES = ("ok", "partial", "oom", "missing_dependency", "unsupported_hardware", "timeout", "crash",
-            "invalid_config")
+            "invalid_config", "incomplete")
 
 
 @dataclass

@@ -17,7 +17,8 @@ from backends.base import Engine, LogProbs, RunFailure
 
 @dataclass(frozen=True)
 class Options:
-    fault: Literal["none", "oom_above_batch", "missing", "unsupported", "segfault", "hang", "segfault_after_first"] = "none"
+    fault: Literal["none", "oom_above_batch", "missing", "unsupported", "segfault", "hang", "segfault_after_first",
+                   "interrupt_after_first"] = "none"
     oom_above_batch: int = 1
     step_ms: float = 2.0
 
@@ -50,6 +51,8 @@ class FaultEngine(Engine):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (fault engine)")
         if self.options.fault == "segfault_after_first" and batch_size > self.ctx.run.workload.batch_sizes[0]:
             os.kill(os.getpid(), signal.SIGSEGV)
+        if self.options.fault == "interrupt_after_first" and batch_size > self.ctx.run.workload.batch_sizes[0]:
+            raise KeyboardInterrupt  # what Ctrl-C or a scheduler's SIGINT does mid-run
         time.sleep(self.options.step_ms / 1e3)
 
     def generate(self, prompts, new_tokens, timer):

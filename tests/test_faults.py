@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from runners.records import find_records
+from runners.records import find_records, read_record
 
 from .conftest import FAST, ROOT, TEST_CONF, bench
 
@@ -77,3 +77,12 @@ def test_sigkilled_sweep_resumes_without_rerunning(tmp_path):
     assert (tmp_path / "0" / "record.json").stat().st_mtime == done_mtime
     table = (tmp_path / "table.md").read_text()
     assert "| | fault_none | fp32 | bnb_int8 |" in table
+
+
+def test_run_interrupted_midway_is_marked_incomplete_not_ok(tmp_path):
+    proc = bench("backend=fault_interrupt_after_first", *FAST, "workload.batch_sizes=[1,2]", "isolate=false",
+                 f"hydra.run.dir={tmp_path}", timeout=120)
+    assert proc.returncode != 0
+    rec = read_record(tmp_path / "record.json")
+    assert rec.status == "incomplete" and "before it finished" in rec.reason
+    assert [p.batch_size for p in rec.points] == [1]  # the finished batch size is kept
