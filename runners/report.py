@@ -53,6 +53,12 @@ QUALITY_METRICS = [
     ("accuracy_pct", "Accuracy, %"),
     ("macro_f1_pct", "Macro-F1, %"),
 ]
+# What the engine really ran (text, no relative %): where silent fallbacks show.
+INFO_ROWS = [
+    ("placement", "Node placement (execution providers)"),
+    ("quantization_method", "Quantization method, as run"),
+    ("linear_kernels", "Linear kernels, as run"),
+]
 _SUFFIXES = ("_per_s", "_ms", "_mib", "_mj", "_s", "_pct")
 
 
@@ -108,9 +114,10 @@ def _run_level(rec: RunRecord) -> dict[str, Any]:
         if isinstance(rec.quality.get(key), (int, float)):
             d[key] = rec.quality[key]
     info = rec.engine_info or {}
-    for key in ("placement", "linear_kernel", "quant_method"):
+    for key, _ in INFO_ROWS:
         if info.get(key):
-            d[key] = info[key] if isinstance(info[key], str) else json.dumps(info[key])
+            d[key] = info[key] if isinstance(info[key], str) else ", ".join(map(str, info[key])) \
+                if isinstance(info[key], list) else json.dumps(info[key])
     return d
 
 
@@ -208,6 +215,10 @@ def markdown(records: list[RunRecord], baseline: str | None = None) -> str:
             cells = [_cell(rec_of[b], sel.get(b) or {"status": rec_of[b].status}, key,
                            base_val if isinstance(base_val, (int, float)) else None, b == baseline) for b in cols]
             out.append(f"| {label} | " + " | ".join(cells) + " |")
+        for key, label in INFO_ROWS:
+            texts = [(sel.get(b) or {}).get(key) for b in cols]
+            if any(texts):
+                out.append(f"| {label} | " + " | ".join((t or "—").replace("|", "/") for t in texts) + " |")
         status_cells = [_status_text(sel.get(b), rec_of[b]) for b in cols]
         out.append("| Status | " + " | ".join(status_cells) + " |")
         out.append("")
