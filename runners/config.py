@@ -50,6 +50,9 @@ class ModelSpec:
     # Pre-quantized checkpoints per method (awq, gptq, ...) for weights=pretrained.
     checkpoints: dict[str, str] = field(default_factory=dict)
     params_b: float | None = None
+    # Labelled evaluation set for classifier quality (accuracy, macro-F1): `bbc-news` = the held-out
+    # split of runners.evaldata.bbc_split; null = none (quality then says why it is absent).
+    eval_data: Literal["bbc-news"] | None = None
     trust_remote_code: bool = False
     # Pickle-based weight files execute code on load: opt-in only.
     allow_pickle: bool = False
@@ -96,10 +99,16 @@ class QualitySpec:
     eval_tokens: int = 256
     # Classifier evaluation examples (null = all of the held-out split).
     max_examples: int | None = 200
+    # Decoders: greedy generations compared with the reference's, each from a prompt of
+    # `generation_tokens` tokens of the evaluation text, `generation_tokens` new tokens long.
+    generations: int = 8
+    generation_tokens: int = 32
 
     def __post_init__(self) -> None:
-        positive("quality.eval_tokens", self.eval_tokens)
-        positive("quality.max_examples", self.max_examples)
+        for name in ("eval_tokens", "max_examples", "generations", "generation_tokens"):
+            positive(f"quality.{name}", getattr(self, name))
+        if self.eval_tokens < 2:
+            raise ConfigError(f"quality.eval_tokens: needs at least 2 tokens, got {self.eval_tokens}")
 
 
 @dataclass(frozen=True)

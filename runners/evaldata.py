@@ -122,11 +122,11 @@ def bbc_label_ids(rows: Sequence[tuple[str, str]]) -> list[int]:
     return [index[label] for _, label in rows]
 
 
-def _interleave_by_label(rows: Sequence[tuple[str, str]]) -> list[str]:
-    """Round-robin over labels (sorted), so any prefix of the text spans every topic."""
-    queues: dict[str, list[str]] = {}
-    for text, label in rows:
-        queues.setdefault(label, []).append(text)
+def interleave_by_label(rows: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`(text, label)` rows round-robin over labels (sorted), so any prefix spans every class."""
+    queues: dict[str, list[tuple[str, str]]] = {}
+    for row in rows:
+        queues.setdefault(row[1], []).append(row)
     ordered = [queues[k] for k in sorted(queues)]
     out = []
     for i in range(max(len(q) for q in ordered)):
@@ -144,7 +144,7 @@ def eval_text(source: str | os.PathLike | None = None) -> str:
     """
     if source is None or str(source) == EVAL_TEXT_DEFAULT:
         _, test = bbc_split(seed=0, test_fraction=0.2)
-        return _EVAL_TEXT_SEPARATOR.join(_interleave_by_label(test))
+        return _EVAL_TEXT_SEPARATOR.join(text for text, _ in interleave_by_label(test))
     path = Path(source).expanduser()
     if path.is_file():
         text = path.read_text(encoding="utf-8")

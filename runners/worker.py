@@ -6,6 +6,7 @@ so a run killed half-way still keeps the batch sizes it finished.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -56,9 +57,15 @@ def execute(run: RunConfig, run_id: str, record_path: Path, order: int = 0) -> R
     record = new_record(run, run_id, device, order)
     engine = None
 
-    def save() -> None:
+    def save(final: bool = False) -> None:
         record.wall_s = round(time.perf_counter() - t0, 3)
-        write_record(record_path, record)
+        if final or record.status not in ("ok", "partial"):
+            write_record(record_path, record)
+            return
+        # Until the run ends, the file on disk says so: a sweep killed from outside (Ctrl-C, a job
+        # scheduler) must not leave a record that reads as a finished run with a batch size missing.
+        write_record(record_path, dataclasses.replace(
+            record, status="incomplete", reason="run stopped before it finished (interrupted or killed)"))
 
     try:
         engine = _prepare(run, device, record, save)
@@ -73,8 +80,8 @@ def execute(run: RunConfig, run_id: str, record_path: Path, order: int = 0) -> R
             save()
         from runners.quality import measure_quality
 
+        record.engine_info = engine.describe()  # before quality's calls, so it describes the measured ones
         record.quality = measure_quality(engine, run, device)
-        record.engine_info = engine.describe()
         record.load.update(engine.memory_facts())
         _add_roofline(record, device)
     except RunFailure as failure:
@@ -95,7 +102,7 @@ def execute(run: RunConfig, run_id: str, record_path: Path, order: int = 0) -> R
             engine.close()
         free_memory()
     record.env = record.env or envinfo.capture(device)
-    save()
+    save(final=True)
     return record
 
 
@@ -114,7 +121,7 @@ def _prepare(run: RunConfig, device: str, record: RunRecord, save) -> object:
         record.notes.append("synthetic weights: speed and memory are real, quality is not measured")
     # Materialising weights (conversion, synthetic init) is one-off preparation, not load time.
     t = time.perf_counter()
-    files.folder() if run.weights == "synthetic" or run.model.source else None
+    engine.prepare()
     record.load["prepare_s"] = round(time.perf_counter() - t, 3)
     from runners.quality import prepare_reference
 

@@ -1,7 +1,6 @@
 """Inputs are checked before any model loads, with one readable line naming the valid choices."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import yaml

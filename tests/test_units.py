@@ -1,7 +1,6 @@
 """Pure pieces: statistics, relative-% math, records, table columns."""
 from __future__ import annotations
 
-import json
 import os
 import time
 
