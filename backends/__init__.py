@@ -1,15 +1,16 @@
-"""Engine registry: `backends/<engine>.py` modules, found by name.
+"""Engine registry: `backends/<engine>.py` modules and `backends/<engine>/` packages, found by name.
 
 Adding an engine is adding a module that sets `ENGINE = <Engine subclass>`; nothing else lists it.
+An engine kept outside this folder is named by its dotted module path (`engine: my_pkg.my_engine`).
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
 
-from runners.typed import ConfigError
+from backends.contract import ConfigError
 
-_NOT_ENGINES = {"base"}
+_NOT_ENGINES = {"contract"}
 
 
 def engine_names() -> list[str]:
@@ -27,5 +28,12 @@ def engine_class(name: str) -> type:
     names = engine_names()
     if name not in names:
         raise ConfigError(f"backend.engine: unknown engine {name!r}; valid engines: {', '.join(names)}")
-    module = importlib.import_module(f"{__name__}.{name}")
-    return module.ENGINE
+    return importlib.import_module(f"{__name__}.{name}").ENGINE
+
+
+def engine_packages() -> tuple[str, ...]:
+    """Every distribution the bundled engines declare (what an environment record lists)."""
+    out: dict[str, None] = {}
+    for name in engine_names():
+        out.update(dict.fromkeys(engine_class(name).packages))
+    return tuple(out)

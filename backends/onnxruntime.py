@@ -39,15 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from backends.base import Engine, LogProbs, RunFailure
-from runners.cache import build_once, content_key, folder_identity
-from runners.typed import ConfigError
+from backends.contract import Engine, LogProbs, RunFailure
+from backends.contract import build_once, content_key, folder_identity
+from backends.contract import ConfigError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from runners.config import RunConfig
-    from runners.timing import StepTimer
+    from runners.plan.config import RunConfig
+    from backends.contract import StepTimer
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from backends.base import Engine, LogProbs, RunFailure
-from runners.typed import ConfigError
+from backends.contract import ConfigError, CudaClock, Engine, HostClock, LogProbs, RunFailure, WeightCensus
 
 DType = Literal["float32", "float16", "bfloat16"]
 MIB = 2**20
@@ -39,6 +38,7 @@ class Options:
 class TransformersEngine(Engine):
     name = "transformers"
     extra = "bnb"
+    packages = ("torch", "transformers", "accelerate", "safetensors", "bitsandbytes")
     Options = Options
 
     def __init__(self, options: Options, ctx):
@@ -115,8 +115,6 @@ class TransformersEngine(Engine):
             torch.cuda.synchronize()
 
     def make_clock(self):
-        from runners.timing import CudaClock, HostClock
-
         return CudaClock() if self.ctx.device == "cuda" else HostClock(self.synchronize)
 
     def generate(self, prompts, new_tokens, timer):
@@ -169,18 +167,28 @@ class TransformersEngine(Engine):
                         bnb_4bit_compute_dtype=o.bnb_4bit_compute_dtype or o.dtype)
         if self.model is not None:
             info["attn_implementation"] = getattr(self.model.config, "_attn_implementation", None)
-            info["linear_layers"] = self._linear_classes()
-            info["linear_kernel"] = ", ".join(f"{k} x{v}" for k, v in info["linear_layers"].items())
+            census = self.census()
+            info["linear_kernels"] = ", ".join(f"{k} x{v}" for k, v in sorted(census.layers.items()))
+            if census.unquantized and o.quantization != "none":
+                info["unquantized_modules"] = census.unquantized
         return info
 
-    def _linear_classes(self) -> dict[str, int]:
-        """Which layer classes hold the weights: proof that quantization actually happened."""
-        counts: dict[str, int] = {}
-        for m in self.model.modules():
-            cls = type(m).__name__
-            if "Linear" in cls:
-                counts[cls] = counts.get(cls, 0) + 1
-        return dict(sorted(counts.items()))
+    def census(self) -> WeightCensus | None:
+        """Which layer classes hold the linear weights, and their bytes: proof that quantization happened."""
+        if self.model is None:
+            return None
+        import torch
+
+        census = WeightCensus(weights_bytes=int(self.model.get_memory_footprint()))
+        for name, m in self.model.named_modules():
+            if not isinstance(m, torch.nn.Linear):  # bitsandbytes' Linear8bitLt / Linear4bit subclass it
+                continue
+            weight = m.weight
+            quant_state = getattr(weight, "quant_state", None)
+            quantized = quant_state is not None or weight.dtype in (torch.int8, torch.uint8)
+            census.add(type(m).__name__, quantized, name, m.in_features * m.out_features,
+                       _tensor_bytes(weight) + _quant_state_bytes(weight, quant_state))
+        return census
 
     def memory_facts(self) -> dict[str, float]:
         if self.model is None:
@@ -189,6 +197,21 @@ class TransformersEngine(Engine):
 
     def close(self) -> None:
         self.model = None
+
+
+def _tensor_bytes(t) -> int:
+    return int(t.numel() * t.element_size()) if t is not None else 0
+
+
+def _quant_state_bytes(weight, quant_state) -> int:
+    """Scales a quantized weight keeps beside its packed values (LLM.int8's row scales, 4-bit absmax)."""
+    nbytes = _tensor_bytes(getattr(weight, "SCB", None))
+    if quant_state is not None:
+        nbytes += _tensor_bytes(getattr(quant_state, "absmax", None))
+        nested = getattr(quant_state, "state2", None)
+        if nested is not None:
+            nbytes += _tensor_bytes(getattr(nested, "absmax", None))
+    return nbytes
 
 
 ENGINE = TransformersEngine

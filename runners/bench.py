@@ -1,14 +1,16 @@
 """quantbench: one benchmark cell, or a sweep with `-m`.
 
-    python -m runners.bench                                   # embedded default model, one backend
-    python -m runners.bench backend=bnb_int8 model=qwen2.5-0.5b weights=synthetic
-    python -m runners.bench -m backend=fp32,bnb_int8 model=tiny   # sweep -> one table
+    quantbench                                                # embedded default model, one backend
+    quantbench backend=bnb_int8 model=qwen2.5-0.5b weights=synthetic
+    quantbench -m backend=fp32,bnb_int8,ort_int8              # sweep -> one table
 
-Plans the run, executes it in its own process, writes its record. It knows no engine by name.
+Checks the command line, composes with Hydra, plans each run, hands it to the launcher. It knows no
+engine by name.
 """
 from __future__ import annotations
 
-import logging
+import errno
+import os
 import sys
 from pathlib import Path
 
@@ -16,27 +18,40 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from runners.cache import content_key
-from runners.config import RunConfig
-from runners.records import RECORD_NAME, RunRecord, find_records, write_record
-from runners.typed import ConfigError
+from backends.contract import ConfigError, content_key
+from runners.plan.cli import CliError, check, split_argv
+from runners.plan.planner import plan_run
+from runners.plan.search import ConfigSearch, shipped_conf
+from runners.record.schema import RunRecord
+from runners.record.store import RECORD_NAME, find_records, write_record
+from runners.sweep import (EXIT_USAGE, SWEEP_ID_ENV, WRITE_ERROR_ENV, close_sweep,
+                           latest_same_command)
 
-log = logging.getLogger("quantbench")
-
-
-def plan_run(cfg: DictConfig) -> tuple[RunConfig, str]:
-    """Validate the composed config; raises ConfigError with one readable line."""
-    choices = HydraConfig.get().runtime.choices
-    data = OmegaConf.to_container(cfg, resolve=True)
-    run = RunConfig.from_dict(data, choices["backend"])
-    return run, content_key(run.identity())
+# A job's folder is named after its own overrides, not its position in the sweep: adding a backend in
+# front of a list must not move the other cells into each other's folders.
+_MAX_DIR = 96
 
 
-def _done_before(root: Path, run_id: str) -> RunRecord | None:
-    for rec in find_records(root):
-        if rec.run_id == run_id and rec.status == "ok":
-            return rec
-    return None
+def job_dir_name(override_dirname: str) -> str:
+    name = (override_dirname or "default").replace("/", "_").replace(os.sep, "_")
+    if len(name) <= _MAX_DIR:
+        return name
+    return f"{name[:_MAX_DIR - 17]}-{content_key(name)}"
+
+
+OmegaConf.register_new_resolver("qb_job_dir", job_dir_name, replace=True)
+
+
+def _hc_choice(group: str) -> str:
+    return HydraConfig.get().runtime.choices.get(group, "?")
+
+
+def _invalid(cfg: DictConfig, exc: ConfigError, order: int) -> RunRecord:
+    name = _hc_choice("backend")
+    return RunRecord(run_id=content_key(name, str(exc)), backend=name, engine="?", model=_hc_choice("model"),
+                     workload=_hc_choice("workload"), weights=str(cfg.get("weights")), device=str(cfg.get("device")),
+                     status="invalid_config", reason=str(exc), order=order,
+                     sweep_id=os.environ.get(SWEEP_ID_ENV))
 
 
 def _sweep_root(hc) -> Path:
@@ -45,76 +60,101 @@ def _sweep_root(hc) -> Path:
     return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else Path(hc.runtime.output_dir)
 
 
+def _unwritable(exc: OSError, where: Path) -> None:
+    """One line per sweep for a full disk or a read-only folder; the sweep's end reports it too."""
+    message = f"cannot write results under {where}: {exc.strerror or exc}"
+    if not os.environ.get(WRITE_ERROR_ENV):
+        print(f"error: {message}; the records that finished are kept", file=sys.stderr)
+    os.environ[WRITE_ERROR_ENV] = message
+
+
 def execute_job(cfg: DictConfig) -> RunRecord:
+    from runners.launch.job import run_job
+
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
-    record_path = out_dir / RECORD_NAME
-    backend_name = hc.runtime.choices.get("backend", "?")
+    order = hc.job.num if hc.job.get("num") is not None else 0
+    search = ConfigSearch.from_hydra(hc.runtime.config_sources)
     try:
-        run, run_id = plan_run(cfg)
+        plan = plan_run(OmegaConf.to_container(cfg, resolve=True), _hc_choice("backend"), search, order,
+                        os.environ.get(SWEEP_ID_ENV))
     except ConfigError as exc:
         # In a sweep, a bad cell becomes a row that says why; the other cells still run.
-        rec = RunRecord(run_id=content_key(backend_name, str(exc)), backend=backend_name, engine="?",
-                        model=hc.runtime.choices.get("model", "?"), workload=hc.runtime.choices.get("workload", "?"),
-                        weights=str(cfg.get("weights")), device=str(cfg.get("device")), status="invalid_config",
-                        reason=str(exc))
-        write_record(record_path, rec)
+        rec = _invalid(cfg, exc, order)
         print(f"error: {exc}", file=sys.stderr)
+        try:
+            write_record(out_dir / RECORD_NAME, rec)
+        except OSError as err:
+            _unwritable(err, out_dir)
         return rec
-    root = _sweep_root(hc)
+    run = plan.run
     if run.resume:
-        done = _done_before(root, run_id)
+        done = next((r for r in find_records(_sweep_root(hc)) if r.run_id == plan.run_id and r.status == "ok"), None)
         if done is not None:
-            print(f"[quantbench] resume: {backend_name} x {run.model.name} x {run.workload.kind} already done "
-                  f"({run_id}), skipped", file=sys.stderr)
+            print(f"[quantbench] resume: {run.backend.name} x {run.model.name} x {run.workload.kind} already done "
+                  f"({plan.run_id}), skipped", file=sys.stderr)
             return done
-    print(f"[quantbench] {backend_name} ({run.backend.engine}) x {run.model.name} ({run.weights} weights) x "
-          f"{run.workload.kind} batch sizes {run.workload.batch_sizes} -> {out_dir}", file=sys.stderr)
-    from runners.worker import new_record
-
-    order = hc.job.num if hc.job.get("num") is not None else 0
-    fallback = new_record(run, run_id, run.device, order)
-    if not run.isolate:
-        from runners.worker import execute
-
-        return execute(run, run_id, record_path, order)
-    from runners.isolate import run_isolated
-
-    plan = {"config": OmegaConf.to_container(cfg, resolve=True), "backend_name": backend_name, "run_id": run_id,
-            "record_path": str(record_path), "order": order}
-    rec = run_isolated(plan, out_dir, run.timeout_s, fallback)
-    print(f"[quantbench] {backend_name}: {rec.status}{' - ' + rec.reason if rec.reason else ''}", file=sys.stderr)
+    print(f"[quantbench] {run.backend.name} ({run.backend.engine}) x {run.model.name} ({run.weights} weights) x "
+          f"{run.workload.kind} batch sizes {run.workload.batch_sizes} on {plan.device} -> {out_dir}", file=sys.stderr)
+    try:
+        rec = run_job(plan, out_dir)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EFBIG, errno.EPERM):
+            raise
+        _unwritable(exc, out_dir)
+        return RunRecord(run_id=plan.run_id, backend=run.backend.name, engine=run.backend.engine, model=run.model.name,
+                         workload=run.workload.kind, weights=run.weights, device=plan.device, status="crash",
+                         reason=f"results could not be written: {exc.strerror or exc}")
+    print(f"[quantbench] {run.backend.name}: {rec.status}{' - ' + rec.reason.splitlines()[0][:300] if rec.reason else ''}",
+          file=sys.stderr)
     return rec
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
+@hydra.main(version_base="1.3", config_path=str(shipped_conf()), config_name="config")
+def _hydra_main(cfg: DictConfig) -> RunRecord:
     rec = execute_job(cfg)
     hc = HydraConfig.get()
     from hydra.types import RunMode
 
     if hc.mode == RunMode.RUN:
-        from runners.report import write_outputs
+        code = close_sweep(Path(hc.runtime.output_dir), cfg.report.baseline, bool(cfg.report.html), [rec.status])
+        if code:
+            sys.exit(code)
+    return rec  # the sweep's end reads each job's status from it
 
-        out = Path(hc.runtime.output_dir)
-        print(write_outputs(out, html=bool(cfg.report.html)))
-        print(f"record: {out / RECORD_NAME}\ntables: {out / 'table.md'}, {out / 'table.csv'}")
-        if rec.status not in ("ok", "partial"):
-            sys.exit(1)
+
+_INFO_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
+               "--version"}
+
+
+def _where_to_write(overrides: list[str], multirun: bool) -> list[str]:
+    """`resume=true` continues the newest earlier folder of the same command, unless one is given."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    given = {o.lstrip("+").split("=", 1)[0] for o in overrides}
+    resume = any(o.lstrip("+") in ("resume=true", "resume=True") for o in overrides)
+    if not resume or key in given:
+        return []
+    root = Path("multirun" if multirun else "outputs")
+    found = latest_same_command(root, overrides) if root.is_dir() else None
+    if found is None:
+        print(f"[quantbench] resume: no earlier {'sweep' if multirun else 'run'} of this command under {root}/; "
+              f"starting a new one (to continue another folder, give {key}=FOLDER)", file=sys.stderr)
+        return []
+    print(f"[quantbench] resume: continuing {found} (the newest folder of this command)", file=sys.stderr)
+    return [f"{key}={found}"]
 
 
 def main() -> None:
     """Check the overrides (one clear line for a bad one), then let Hydra compose and run."""
-    from runners.cli_check import CliError, check
-
-    flags = [a for a in sys.argv[1:] if a.startswith("-")]
-    if not {"-h", "--help", "--hydra-help", "--info", "-i"} & set(flags):
+    flags, overrides = split_argv(sys.argv[1:])
+    if not _INFO_FLAGS & set(flags):
         try:
-            rest = check([a for a in sys.argv[1:] if not a.startswith("-")])
-        except CliError as exc:
+            overrides = check(overrides)
+        except (CliError, ConfigError) as exc:
             print(f"error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        sys.argv = [sys.argv[0], *flags, *rest]
+            sys.exit(EXIT_USAGE)
+        overrides += _where_to_write(overrides, "-m" in flags or "--multirun" in flags)
+    sys.argv = [sys.argv[0], *flags, *overrides]
     _hydra_main()
 
 

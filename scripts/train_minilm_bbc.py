@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from runners.minilm_bbc import ensure_minilm_bbc, load_metrics
+    from runners.recipes.minilm_bbc import ensure_minilm_bbc, load_metrics
 
     t0 = time.perf_counter()
     path = ensure_minilm_bbc(seed=args.seed, force=args.force, progress=not args.no_progress)

@@ -72,7 +72,7 @@ def quantbench_throughput(record: dict, batch_size: int) -> dict[str, Any]:
 
 def bench_command(kwargs: dict[str, Any], tokenizer: str, input_len: int, output_len: int, num_prompts: int,
                   warmups: int, output_json: str, detokenize: bool, python: str = sys.executable) -> list[str]:
-    from backends.vllm import kwargs_to_cli
+    from backends.vllm.engine import kwargs_to_cli
 
     # Text prompts need vLLM's tokenizer; log-prob limits do not matter to this benchmark.
     engine = {k: v for k, v in kwargs.items() if k not in ("skip_tokenizer_init", "max_logprobs")}
@@ -119,11 +119,11 @@ def _plan(backend: str, model: str, input_len: int, output_len: int, num_prompts
     """The run quantbench will make, built from the same YAMLs Hydra composes."""
     import yaml
 
-    from backends.base import EngineContext
-    from backends.vllm import llm_kwargs
-    from runners.cache import cache_dir
-    from runners.config import RunConfig
-    from runners.models import ModelFiles
+    from backends.contract import EngineContext
+    from backends.vllm.engine import llm_kwargs
+    from backends.contract import cache_dir
+    from runners.plan.config import RunConfig
+    from runners.open.files import ModelFiles
 
     backend_cfg = yaml.safe_load((ROOT / "conf" / "backend" / f"{backend}.yaml").read_text())
     if backend_cfg.get("engine") != "vllm":
@@ -143,7 +143,7 @@ def _plan(backend: str, model: str, input_len: int, output_len: int, num_prompts
 def _tokenizer_folder(run, files, dest: Path) -> str:
     tok = files.load_tokenizer()
     if tok is None and run.model.has_local_weights:
-        from runners.models import ModelFiles
+        from runners.open.files import ModelFiles
 
         tok = ModelFiles(run.model, "pretrained", "causal_lm", run.model.num_labels, "cuda").load_tokenizer()
     if tok is None:

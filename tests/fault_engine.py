@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from backends.base import Engine, LogProbs, RunFailure
+from backends.contract import Engine, LogProbs, RunFailure
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from runners.config import RunConfig
-from runners.typed import ConfigError
+from runners.plan.config import RunConfig
+from backends.contract import ConfigError
 
 from .conftest import ROOT, bench
 
@@ -61,7 +61,8 @@ def test_weights_auto_uses_real_weights_only_where_local():
     ("+colour=blue", "unknown key(s) colour; valid top-level keys"),
     ("backend.engine=tensorrt", "unknown engine 'tensorrt'; valid engines: "),
     ("backend.options.llm_int8_threshold=-1", "must be >= 0"),
-    ("timeout_s=0", "timeout_s: must be > 0"),
+    ("timeout_s=0", "timeout_s: must be a positive number of seconds, got 0"),
+        ("timeout_s=nan", "timeout_s: must be a positive number of seconds, got nan"),
 ])
 def test_bad_values_give_one_clear_line(override, message):
     base = ["backend=bnb_int8"] if "llm_int8" in override else []
@@ -96,7 +97,7 @@ def test_help_is_fast():
 def test_backend_yamls_name_only_known_keys():
     for path in (CONF / "backend").glob("*.yaml"):
         data = yaml.safe_load(path.read_text())
-        assert set(data) <= {"engine", "description", "options"}, path
+        assert set(data) <= {"engine", "description", "options", "expect"}, path
 
 
 # -- the command line, checked before Hydra composes ----------------------------------------------
@@ -120,7 +121,7 @@ def test_bad_command_line_gets_one_line_naming_valid_choices(args, message):
 
 
 def test_real_field_missing_from_yaml_is_added_not_rejected():
-    from runners.cli_check import check
+    from runners.plan.cli import check
 
     # smollm2's YAML has no `path` and classify.yaml no `prompt_tokens`: both are real fields.
     assert check(["model.path=/x"]) == ["++model.path=/x"]
@@ -131,7 +132,7 @@ def test_real_field_missing_from_yaml_is_added_not_rejected():
 
 
 def test_engine_options_checked_against_each_swept_backend():
-    from runners.cli_check import CliError, check
+    from runners.plan.cli import CliError, check
 
     with pytest.raises(CliError, match="gpu_memory_utilization"):
         check(["backend=fp32", "backend.options.gpu_memory_utilization=0.5"])  # a vLLM option on transformers

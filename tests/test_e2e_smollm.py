@@ -9,7 +9,7 @@ import csv
 
 import pytest
 
-from runners.records import find_records
+from runners.record.store import find_records
 
 from .conftest import bench
 
@@ -33,13 +33,13 @@ def test_smollm2_sweep_fp32_bnb_int8_ort_int8(tmp_path):
     recs = {r.backend: r for r in find_records(tmp_path)}
     fp32, int8, ort8 = (recs[b].quality for b in ("fp32", "bnb_int8", "ort_int8"))
     # The reference row compares with itself; the quantized rows really differ, by a little.
-    assert fp32["kl_mean"] == 0 and fp32["kl_p99"] == 0 and fp32["top1_agreement_pct"] == 100
+    assert fp32["kl_mean_nats"] == 0 and fp32["kl_p99_nats"] == 0 and fp32["top1_agreement_pct"] == 100
     assert fp32["identical_generations_pct"] == 100
-    assert 0 < int8["kl_mean"] < 1 and int8["kl_mean"] <= int8["kl_p99"], int8
+    assert 0 < int8["kl_mean_nats"] < 1 and int8["kl_mean_nats"] <= int8["kl_p99_nats"], int8
     assert 50 < int8["top1_agreement_pct"] <= 100 and int8["kl_method"] == "full"
     assert 1 < fp32["perplexity"] == int8["reference_perplexity"] and int8["perplexity"] > 1
     # ORT's dynamic int8 (per-tensor, no reduce_range) is much coarser on CPU: KL ~0.7-1 nats measured.
-    assert 0 < ort8["kl_mean"] < 5 and ort8["kl_method"] == "full", ort8
+    assert 0 < ort8["kl_mean_nats"] < 5 and ort8["kl_method"] == "full", ort8
     assert "CPU" in recs["ort_int8"].engine_info["placement"]  # ORT says where its nodes ran
     table = (tmp_path / "table.md").read_text()
     assert "| | fp32 | bnb_int8 | ort_int8 |" in table and "| Node placement (execution providers) |" in table

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from runners.records import find_records, read_record
+from runners.record.store import find_records, read_record
 
 from .conftest import FAST, ROOT, TEST_CONF, bench
 
@@ -42,9 +42,13 @@ def test_crash_after_first_batch_keeps_first(tmp_path):
     bench("backend=fault_segfault_after_first", *FAST, "workload.batch_sizes=[1,4]", f"hydra.run.dir={tmp_path}")
     [rec] = find_records(tmp_path)
     assert rec.status == "crash"
-    assert [p.batch_size for p in rec.points] == [1]
+    # The killed batch size is a cell that says so; the finished one keeps its numbers.
+    assert [(p.batch_size, p.status) for p in rec.points] == [(1, "ok"), (4, "crash")]
     assert rec.points[0].metrics["e2e_ms"]["median"] > 0
+    assert "SIGSEGV" in rec.points[1].reason and not rec.points[1].metrics
     assert "[4] not measured" in rec.reason
+    table = (tmp_path / "table.md").read_text()
+    assert "| Status | crash: worker killed by SIGSEGV" in table and "batch 4" in table
 
 
 def test_sigkilled_sweep_resumes_without_rerunning(tmp_path):
@@ -54,17 +58,22 @@ def test_sigkilled_sweep_resumes_without_rerunning(tmp_path):
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 300
-    while time.time() < deadline and not (tmp_path / "0" / "record.json").exists():
+
+    def done() -> list:
+        return [r for r in find_records(tmp_path, warn=False) if r.status == "ok"]
+
+    while time.time() < deadline and not done():
         time.sleep(0.2)
-    # Let job 0 finish for sure, then kill the whole sweep while a later job runs.
-    while time.time() < deadline and not (tmp_path / "1").exists():
+    # Job 0 has finished for sure: kill the whole sweep while a later job runs.
+    while time.time() < deadline and len(list(tmp_path.glob("backend=*"))) < 2:
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     first = {r.backend: r for r in find_records(tmp_path)}
     assert first["fault_none"].status == "ok"
     assert "bnb_int8" not in first or first["bnb_int8"].status != "ok"
-    done_mtime = (tmp_path / "0" / "record.json").stat().st_mtime
+    [done_path] = [p for p in tmp_path.rglob("record.json") if read_record(p).backend == "fault_none"]
+    done_mtime = done_path.stat().st_mtime
     done_at = first["fault_none"].started_at
 
     out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=400)
@@ -74,7 +83,7 @@ def test_sigkilled_sweep_resumes_without_rerunning(tmp_path):
     assert set(recs) == {"fault_none", "fp32", "bnb_int8"}
     assert all(r.status == "ok" for r in recs.values())
     assert recs["fault_none"].started_at == done_at
-    assert (tmp_path / "0" / "record.json").stat().st_mtime == done_mtime
+    assert done_path.stat().st_mtime == done_mtime
     table = (tmp_path / "table.md").read_text()
     assert "| | fault_none | fp32 | bnb_int8 |" in table
 

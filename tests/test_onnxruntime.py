@@ -11,14 +11,15 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 torch = pytest.importorskip("torch")
 
-from backends.base import EngineContext, RunFailure  # noqa: E402
+from backends.contract import EngineContext, RunFailure  # noqa: E402
 from backends.onnxruntime import (  # noqa: E402
     CPU_EP, CUDA_EP, OnnxRuntimeEngine, Options, left_pad, node_placement, placement_text, resolve_providers,
 )
-from runners.config import BackendSpec, ModelSpec, RunConfig, WorkloadSpec  # noqa: E402
-from runners.models import ModelFiles  # noqa: E402
-from runners.timing import HostClock, StepTimer  # noqa: E402
-from runners.typed import ConfigError, build  # noqa: E402
+from runners.plan.config import BackendSpec, ModelSpec, RunConfig, WorkloadSpec  # noqa: E402
+from runners.open.files import ModelFiles  # noqa: E402
+from backends.contract import HostClock, StepTimer  # noqa: E402
+from backends.contract import ConfigError
+from runners.plan.strict import build  # noqa: E402
 
 # initializer_range 0.5: peaked logits, so greedy argmax is not decided by float rounding.
 LLAMA = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,12 +13,14 @@ import numpy as np
 import pytest
 import yaml
 
-from backends import vllm as V
-from backends.base import LogProbs, RunFailure
-from runners import quality as Q
-from runners import qualitymath as qm
-from runners.config import RunConfig
-from runners.records import find_records
+from backends.contract import ConfigError, LogProbs, RunFailure
+from backends.vllm import engine as V
+from runners.plan.config import RunConfig
+from runners.plan.search import ConfigSearch
+from runners.quality import metrics as qm
+from runners.quality import reference as Q
+from runners.quality.measure import ReferenceStatus, measure_quality
+from runners.record.store import find_records
 
 from .conftest import bench
 
@@ -152,82 +155,105 @@ def _run(tmp_path: Path, backend: str = "fp32", text: str = "the quick brown fox
     return RunConfig.from_dict(cfg, backend)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_memo(monkeypatch):
-    monkeypatch.setattr(Q, "_prepared", {})
+def _ref_path(run: RunConfig) -> Path:
+    return Q.reference_path(Q.plan_reference(run, "cpu", ConfigSearch()), "cpu")
+
+
+def _status(run: RunConfig, **kw) -> ReferenceStatus:
+    ref = Q.plan_reference(run, "cpu", ConfigSearch())
+    return ReferenceStatus(ref.backend.name, str(Q.reference_path(ref, "cpu")), Q.is_self(run, ref), **kw)
 
 
 def test_reference_is_computed_once_then_loaded(tmp_path):
     run = _run(tmp_path)
-    plan = Q.plan_reference(run, "cpu")
-    assert plan.is_self and plan.name == "fp32" and not plan.ready
+    path = _ref_path(run)
     first = FakeEngine()
-    out, hit = Q.ensure_reference(plan.path, first, run)
-    assert not hit and first.calls == {"score": 1, "generate": 1} and plan.ready
+    out, hit = Q.ensure_reference(path, first, run)
+    assert not hit and first.calls == {"score": 1, "generate": 1}
     assert out.tokens.shape == (16,) and out.prompts.shape == (3, 5) and out.generations.shape == (3, 5)
-    assert out.logprobs.values.shape == (15, VOCAB) and out.logprobs.values.dtype == np.float32
-    second = FakeEngine(noise=1.0)
-    again, hit = Q.ensure_reference(plan.path, second, run)
-    assert hit and not second.calls  # loaded from disk, nothing recomputed
-    assert np.array_equal(again.logprobs.values, out.logprobs.values)
-    assert np.array_equal(again.generations, out.generations)
+    second = FakeEngine()
+    again, hit = Q.ensure_reference(path, second, run)
+    assert hit and not second.calls  # loaded, not recomputed
+    np.testing.assert_array_equal(again.logprobs.values, out.logprobs.values)
 
 
 def test_reference_key_follows_text_tokens_and_backend(tmp_path):
-    base = Q.plan_reference(_run(tmp_path), "cpu").path
-    assert Q.plan_reference(_run(tmp_path), "cpu").path == base
-    assert Q.plan_reference(_run(tmp_path, text="another text entirely, long enough " * 4), "cpu").path != base
-    assert Q.plan_reference(_run(tmp_path, eval_tokens=12), "cpu").path != base
-    assert Q.plan_reference(_run(tmp_path, reference="bf16"), "cpu").path != base
-    # every backend of the model shares one reference
-    assert Q.plan_reference(_run(tmp_path, backend="bnb_int8"), "cpu").path == base
+    base = _ref_path(_run(tmp_path))
+    assert _ref_path(_run(tmp_path)) == base
+    assert _ref_path(_run(tmp_path, text="another text entirely, long enough " * 4)) != base
+    assert _ref_path(_run(tmp_path, eval_tokens=12)) != base
+    assert _ref_path(_run(tmp_path, reference="bf16")) != base
+    # The measured backend does not change its reference: every backend of a sweep shares one.
+    assert _ref_path(_run(tmp_path, backend="bnb_int8")) == base
     assert Q.reference_name(_run(tmp_path), "cuda") == "fp16"
+
+
+def test_reference_of_a_users_own_backend_yaml_is_found_on_the_search_path(tmp_path):
+    mine = tmp_path / "myconf" / "backend"
+    mine.mkdir(parents=True)
+    (mine / "my_fp32.yaml").write_text("engine: transformers\ndescription: mine\noptions: {dtype: float32}\n")
+    search = ConfigSearch.from_args([f"hydra.searchpath=[file://{tmp_path / 'myconf'}]"])
+    ref = Q.plan_reference(_run(tmp_path, reference="my_fp32"), "cpu", search)
+    assert ref.backend.name == "my_fp32" and ref.backend.description == "mine"
 
 
 def test_reference_backend_compares_to_itself(tmp_path):
     run = _run(tmp_path)
-    q = Q.measure_quality(FakeEngine(), run, "cpu")
-    assert q["kl_mean"] == 0 and q["kl_p99"] == 0 and q["top1_agreement_pct"] == 100
+    q = measure_quality(FakeEngine(), run, _status(run))
+    assert q["kl_mean_nats"] == 0 and q["kl_p99_nats"] == 0 and q["top1_agreement_pct"] == 100
     assert q["identical_generations_pct"] == 100 and q["kl_method"] == "full"
     assert q["perplexity"] == q["reference_perplexity"] > 1 and q["reference_source"] == "self (computed now)"
-    assert Q.measure_quality(FakeEngine(), run, "cpu")["reference_source"] == "self (cached)"
+    assert measure_quality(FakeEngine(), run, _status(run))["reference_source"] == "self (cached)"
 
 
-def test_other_backend_reads_the_cached_reference(tmp_path, monkeypatch):
+def test_other_backend_reads_the_cached_reference(tmp_path):
     ref_run = _run(tmp_path)
-    Q.ensure_reference(Q.plan_reference(ref_run, "cpu").path, FakeEngine(), ref_run)
-    monkeypatch.setattr(Q, "_compute_in_subprocess", lambda plan: pytest.fail("reference was cached"))
+    Q.ensure_reference(_ref_path(ref_run), FakeEngine(), ref_run)
     run = _run(tmp_path, backend="bnb_int8")
-    assert Q.prepare_reference(run, "cpu") is None
-    engine = FakeEngine(noise=0.5)
-    q = Q.measure_quality(engine, run, "cpu")
-    assert 0 < q["kl_mean"] <= q["kl_p99"] <= q["kl_max"] < 5
+    status = _status(run)
+    assert not status.is_self and Q.ready(Path(status.path))
+    q = measure_quality(FakeEngine(noise=0.5), run, status)
+    assert 0 < q["kl_mean_nats"] <= q["kl_p99_nats"] <= q["kl_max_nats"] < 5
     assert 0 <= q["top1_agreement_pct"] < 100 and q["reference"] == "fp32" and q["reference_source"] == "cache"
     assert q["perplexity"] != q["reference_perplexity"]
     assert json.dumps(q)  # the record stores it as JSON
 
 
-def test_missing_reference_is_computed_before_load_once_and_failure_is_absent(tmp_path, monkeypatch):
+def test_missing_reference_is_launched_once_before_the_run_and_failure_is_absent(tmp_path, monkeypatch):
+    from runners.launch import job
+    from runners.launch.child import Exit
+    from runners.plan.planner import Plan
+
     calls = []
-    monkeypatch.setattr(Q, "_compute_in_subprocess", lambda plan: calls.append(plan.name) or "reference fp32: oom: x")
+
+    def fake_launch(plan, workdir, name, timeout_s, on_message, console):
+        calls.append((plan.kind, plan.run.backend.name, name))
+        on_message({"reference": {"absent": "reference fp32: oom: x"}, "final": True})
+        return Exit(0, False, 1.5)
+
+    monkeypatch.setattr(job, "launch", fake_launch)
     run = _run(tmp_path, backend="bnb_int8")
-    assert Q.prepare_reference(run, "cpu") == "reference fp32: oom: x"
-    q = Q.measure_quality(FakeEngine(), run, "cpu")  # remembered: not tried again beside the loaded model
-    assert q == {"absent": "reference fp32: oom: x", "reference": "fp32"} and calls == ["fp32"]
+    plan = Plan(kind="run", run=run, device="cpu", run_id="r", reference=Q.plan_reference(run, "cpu", ConfigSearch()))
+    status = job.prepare_reference(plan, tmp_path / "out", True, sys.stderr)
+    assert calls == [("reference", "fp32", "reference")] and status["reason"] == "reference fp32: oom: x"
+    assert status["compute_s"] == 1.5 and not status["is_self"]
+    q = measure_quality(FakeEngine(), run, ReferenceStatus(**status))
+    assert q == {"absent": "reference fp32: oom: x", "reference": "fp32"}
 
 
 def test_absent_reasons_never_numbers(tmp_path):
-    assert Q.measure_quality(None, _run(tmp_path, weights="synthetic"), "cpu") == {"absent": "synthetic weights"}
-    assert Q.measure_quality(None, _run(tmp_path, enabled=False), "cpu") == {"absent": "quality.enabled=false"}
-    q = Q.measure_quality(FakeEngine(fail=True), _run(tmp_path), "cpu")
+    assert measure_quality(None, _run(tmp_path, weights="synthetic"), None) == {"absent": "synthetic weights"}
+    assert measure_quality(None, _run(tmp_path, enabled=False), None) == {"absent": "quality.enabled=false"}
+    run = _run(tmp_path)
+    q = measure_quality(FakeEngine(fail=True), run, _status(run))
     assert set(q) == {"absent"} and "scoring exploded" in q["absent"]
-    q = Q.measure_quality(FakeEngine(), _run(tmp_path, reference="no_such_backend"), "cpu")
-    assert "no_such_backend" in q["absent"]
+    with pytest.raises(ConfigError, match="quality.reference: unknown backend 'no_such_backend'; choose auto or "):
+        Q.plan_reference(_run(tmp_path, reference="no_such_backend"), "cpu", ConfigSearch())
     cls = RunConfig.from_dict({
         "backend": {"engine": "transformers"}, "weights": "pretrained",
         "model": {"name": "c", "task": "sequence_classification", "hub_id": "x/y", "architecture": {"model_type": "bert"}},
         "workload": {"kind": "classify", "batch_sizes": [1]}}, "fp32")
-    assert "no labelled evaluation set" in Q.measure_quality(None, cls, "cpu")["absent"]
+    assert "no labelled evaluation set" in measure_quality(None, cls, None)["absent"]
 
 
 # -- end to end, real models on CPU ---------------------------------------------------------------

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from runners import report_html
-from runners.records import Point, RunRecord
+from runners.report import html as report_html
+from runners.record.schema import Point, RunRecord
 
 from .conftest import FAST, ROOT, bench
 
@@ -48,11 +48,11 @@ def _rec(backend: str, points: list[Point], quality: dict, model: str = "qwen", 
 def hand_made() -> list[RunRecord]:
     traceback = "Traceback (most recent call last):\n  File \"x.py\", line 1\nRuntimeError: <boom> & more"
     return [
-        _rec("fp16", [_gen_point(1, 100.0, 1000.0), _gen_point(4, 350.0, 1200.0)], {"kl_mean": 0.0}, order=0),
-        _rec("bnb_int8", [_gen_point(1, 60.0, 600.0), _gen_point(4, 200.0, 700.0)], {"kl_mean": 0.012}, order=1),
+        _rec("fp16", [_gen_point(1, 100.0, 1000.0), _gen_point(4, 350.0, 1200.0)], {"kl_mean_nats": 0.0}, order=0),
+        _rec("bnb_int8", [_gen_point(1, 60.0, 600.0), _gen_point(4, 200.0, 700.0)], {"kl_mean_nats": 0.012}, order=1),
         _rec("awq", [_gen_point(1, 150.0, 400.0),
                      Point(4, status="oom", reason="CUDA out of memory <script>alert(1)</script>")],
-             {"kl_mean": 0.031}, order=2),
+             {"kl_mean_nats": 0.031}, order=2),
         _rec("gptq", [], {}, status="crash", reason=traceback, order=3),
         _rec("fp16", [Point(8, metrics={"per_example_ms": _st(10.0), "examples_per_s": _st(800.0),
                                         "peak_allocated_mib": 300.0})],
@@ -70,7 +70,7 @@ def test_scatter_speed_is_relative_to_baseline_and_marker_is_memory():
     gen = report_html._scatter_data(recs[:4], "fp16")
     xs = {p["backend"]: p["x"] for p in gen["points"]}
     assert xs == pytest.approx({"fp16": 1.0, "bnb_int8": 0.6, "awq": 1.5})  # tokens/s: higher is faster
-    assert gen["qkey"] == ("kl_mean", False) and gen["bs"] == 1
+    assert gen["qkey"] == ("kl_mean_nats", False) and gen["bs"] == 1
     assert gen["mem"] == "peak_process_vram_mib"
     assert "gptq" in gen["notes"][0]  # crashed: no speed, named instead of plotted
     cls = report_html._scatter_data(recs[4:], "fp16")
@@ -118,7 +118,7 @@ def test_hand_made_report(tmp_path):
 
 
 def test_importing_stays_light():
-    code = "import sys, runners.report_html; print(sorted(m for m in ('matplotlib', 'torch') if m in sys.modules))"
+    code = "import sys, runners.report.html; print(sorted(m for m in ('matplotlib', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from runners.records import find_records
+from runners.record.store import find_records
 
 from .conftest import FAST, bench
 
@@ -44,14 +44,17 @@ def test_sweep_ends_in_one_table(tmp_path):
     assert len(lines) == 2
     int8 = json.loads(lines[1])
     assert int8["engine_info"]["llm_int8_threshold"] == 6.0
-    assert "Linear8bitLt" in int8["engine_info"]["linear_layers"]  # it really was quantized
+    census = int8["engine_info"]["census"]  # it really was quantized: every linear layer but the head
+    assert census["layers"] == {"Linear8bitLt": 14, "Linear": 1} and census["unquantized"] == ["lm_head"]
+    assert census["quantized_layers"] == 14 and 8 <= census["quantized_bits"] <= 9
+    assert "Linear8bitLt x14" in table  # what ran reaches the table
     assert int8["engine_info"]["skip_modules"] == ["lm_head"]
 
 
 def test_report_rebuilds_table_from_records(tmp_path):
     bench(*FAST, "workload.batch_sizes=[1]", f"hydra.run.dir={tmp_path}", check=True)
     (tmp_path / "table.md").unlink()
-    from runners.report import main
+    from runners.report.table import main
 
     assert main([str(tmp_path), "--no-html"]) == 0
     assert "| | fp32 |" in (tmp_path / "table.md").read_text()

@@ -7,9 +7,11 @@ import time
 import numpy as np
 import pytest
 
-from runners.records import Point, RunRecord, find_records, read_record, write_record
-from runners.report import markdown, relative_pct, rows, split_unit
-from runners.timing import HostClock, Stat, StepTimer, percentile
+from runners.record.schema import Point, RunRecord
+from runners.record.store import find_records, read_record, write_record
+from runners.report.table import markdown, relative_pct, rows, split_unit
+from backends.contract import HostClock, StepTimer
+from runners.measure.stats import Stat, percentile
 
 
 def test_stat_matches_numpy():
@@ -126,7 +128,7 @@ def test_summarize_status():
 
 
 def test_peak_bandwidth_table_matches_specific_names_first():
-    from runners.energy import peak_bandwidth_gb_per_s
+    from runners.measure.roofline import peak_bandwidth_gb_per_s
 
     assert peak_bandwidth_gb_per_s("NVIDIA H100 80GB HBM3") == 3350.0
     assert peak_bandwidth_gb_per_s("NVIDIA H100 PCIe") == 2000.0
@@ -138,7 +140,7 @@ def test_peak_bandwidth_table_matches_specific_names_first():
 
 
 def test_decode_roofline_math_and_absence():
-    from runners.energy import decode_roofline
+    from runners.measure.roofline import decode_roofline
 
     # 1000 MiB of weights read once per 1 ms step = 1048.6 GB/s; on an H100 SXM (3350 GB/s) that is 31.3%.
     metrics, absent = decode_roofline(1000.0, 1.0, "NVIDIA H100 80GB HBM3")
@@ -153,7 +155,7 @@ def test_decode_roofline_math_and_absence():
 
 
 def test_energy_meter_is_absent_on_cpu():
-    from runners.energy import EnergyMeter
+    from runners.measure.energy import EnergyMeter
 
     meter = EnergyMeter("cpu")
     meter.start()

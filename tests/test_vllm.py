@@ -17,11 +17,12 @@ import pytest
 import yaml
 
 from backends import engine_class
-from backends import vllm as V
-from backends.base import EngineContext, RunFailure
-from runners.config import RunConfig, WorkloadSpec
-from runners.timing import HostClock, StepTimer
-from runners.typed import ConfigError, build
+from backends.vllm import engine as V
+from backends.contract import EngineContext, RunFailure
+from runners.plan.config import RunConfig, WorkloadSpec
+from backends.contract import HostClock, StepTimer
+from backends.contract import ConfigError
+from runners.plan.strict import build
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -111,7 +112,7 @@ def test_expected_yamls_exist():
 @pytest.mark.parametrize("path", VLLM_YAMLS, ids=lambda p: p.stem)
 def test_every_yaml_builds_and_maps(path):
     data = yaml.safe_load(path.read_text())
-    assert set(data) <= {"engine", "description", "options"} and data["description"]
+    assert set(data) <= {"engine", "description", "options", "expect"} and data["description"]
     opts = build(V.Options, data.get("options"), "backend.options")
     run = _run(data, "llama-3.1-8b", backend_name=path.stem)
     files = FakeFiles()
@@ -503,7 +504,7 @@ def test_gpu_tiny_dummy_model_generates(tmp_path, monkeypatch, quantization):
     reason = _gpu_ready()
     if reason:
         pytest.skip(reason)
-    from runners.models import ModelFiles
+    from runners.open.files import ModelFiles
 
     monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path))
     model = {"name": "tiny-vllm", "task": "causal_lm", "architecture": TINY_ARCH}

@@ -1,0 +1,177 @@
+"""The one launcher of child processes: measured runs and quality references alike.
+
+A child is its own process group (so a timeout also ends the engine's own children, e.g. vLLM's
+engine core) and dies with its parent (so killing a sweep leaves no orphan holding the GPU). It gets
+three channels: its stdout/stderr (library chatter) go to the log file only; a console pipe
+(progress bars, our messages) goes to the user's terminal and the log; a result pipe carries JSON
+lines (record snapshots, a reference's outcome) back to the launcher.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Callable
+
+from runners.plan.planner import Plan
+
+_GRACE_S = 10.0
+LOG_TAIL_LINES = 40
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def log_tail(log_path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = log_path.read_bytes()[-64_000:].decode("utf-8", "replace")
+    except OSError:
+        return ""
+    # Progress bars redraw with carriage returns; keep the last state of each line.
+    clean = [ln.rsplit("\r", 1)[-1] for ln in text.splitlines()]
+    kept = [ln for ln in clean if ln.strip()][-lines:]
+    return "\n".join(kept)[-8000:]
+
+
+def signal_name(rc: int) -> str:
+    try:
+        return signal.Signals(-rc).name
+    except ValueError:
+        return f"signal {-rc}"
+
+
+@dataclass
+class Exit:
+    rc: int
+    timed_out: bool
+    wall_s: float
+    messages: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        return self.messages[-1] if self.messages else None
+
+    def how(self, timeout_s: float) -> tuple[str, str] | None:
+        """(status, reason) when the child did not end by itself, or None."""
+        if self.timed_out:
+            return "timeout", f"run exceeded timeout_s={timeout_s:g} and was killed"
+        if self.rc != 0:
+            what = f"killed by {signal_name(self.rc)}" if self.rc < 0 else f"exited with code {self.rc}"
+            return "crash", f"worker {what}"
+        return None
+
+
+class _Log:
+    """The run's log file, written by two pumps at once."""
+
+    def __init__(self, path: Path):
+        self.file = open(path, "ab")
+        self.lock = threading.Lock()
+
+    def write(self, chunk: bytes) -> None:
+        with self.lock:
+            self.file.write(chunk)
+            self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _pump(fd: int, log: _Log, console: IO[str] | None) -> None:
+    with os.fdopen(fd, "rb", buffering=0) as src:
+        while chunk := src.read(65536):
+            log.write(chunk)
+            if console is None:
+                continue
+            try:
+                if hasattr(console, "buffer"):
+                    console.buffer.write(chunk)
+                else:
+                    console.write(chunk.decode("utf-8", "replace"))
+                console.flush()
+            except (OSError, ValueError):
+                pass
+
+
+def _read_results(fd: int, on_message: Callable[[dict[str, Any]], None], messages: list) -> None:
+    with os.fdopen(fd, "r", encoding="utf-8") as src:
+        for line in src:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            messages.append(message)
+            on_message(message)
+
+
+def launch(plan: Plan, workdir: Path, name: str, timeout_s: float,
+           on_message: Callable[[dict[str, Any]], None] = lambda m: None, console: IO[str] | None = None) -> Exit:
+    """Run `plan` in `python -m runners.launch.worker`; `name` names its files (`<name>.json`, `<name>.log`)."""
+    console = sys.stderr if console is None else console
+    workdir.mkdir(parents=True, exist_ok=True)
+    plan_path, log_path = workdir / f"{name}-plan.json", workdir / f"{name}.log"
+    plan.write(plan_path)
+    log = _Log(log_path)
+    console_r, console_w = os.pipe()
+    result_r, result_w = os.pipe()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", QUANTBENCH_CONSOLE_FD=str(console_w),
+               QUANTBENCH_RESULT_FD=str(result_w))
+    # The child imports quantbench from wherever this process did (a checkout or an install).
+    here = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    t0 = time.perf_counter()
+    messages: list[dict[str, Any]] = []
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "runners.launch.worker", str(plan_path), plan.plan_id],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env, preexec_fn=_die_with_parent,
+                                pass_fds=(console_w, result_w))
+    finally:
+        os.close(console_w)
+        os.close(result_w)
+    threads = [threading.Thread(target=_pump, args=(os.dup(proc.stdout.fileno()), log, None), daemon=True),
+               threading.Thread(target=_pump, args=(console_r, log, console), daemon=True),
+               threading.Thread(target=_read_results, args=(result_r, on_message, messages), daemon=True)]
+    proc.stdout.close()
+    for t in threads:
+        t.start()
+    timed_out = False
+    try:
+        rc = proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        rc = _kill_group(proc)
+    except BaseException:
+        _kill_group(proc)  # Ctrl-C or a dying sweep: take the child's whole group with us
+        raise
+    finally:
+        for t in threads:
+            t.join(timeout=5)
+        log.close()
+    return Exit(rc, timed_out, round(time.perf_counter() - t0, 3), messages)
+
+
+def _kill_group(proc: subprocess.Popen) -> int:
+    for sig, wait in ((signal.SIGTERM, _GRACE_S), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            return proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+    return proc.wait()

@@ -1,0 +1,127 @@
+"""One planned run from start to record: its quality reference first, then the measurement.
+
+This module is the only writer of `record.json`. While the run goes on, the file says `incomplete`
+(a sweep killed from outside must not leave a record that reads as a finished run); at the end it
+holds the run's own verdict, or the launcher's (timeout, crash) with every batch size the run never
+reached listed as a cell that says why.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from backends.contract import content_key
+from runners.launch import worker
+from runners.launch.child import Exit, launch, log_tail
+from runners.plan.planner import Plan
+from runners.quality.reference import is_self, ready, reference_path
+from runners.record.schema import RunRecord
+from runners.record.store import RECORD_NAME, read_record, write_record
+
+INCOMPLETE = "run stopped before it finished (interrupted or killed)"
+
+
+class RecordWriter:
+    """Receives the worker's snapshots; writes the record."""
+
+    def __init__(self, path: Path, fallback: RunRecord):
+        self.path = path
+        self.latest = fallback
+        self.final = False
+
+    def on_message(self, message: dict[str, Any]) -> None:
+        if "record" not in message:
+            return
+        self.latest = RunRecord.from_dict(message["record"])
+        self.final = bool(message.get("final"))
+        if not self.final:
+            write_record(self.path, dataclasses.replace(self.latest, status="incomplete", reason=INCOMPLETE))
+
+    def finish(self, exit: Exit | None, timeout_s: float, log_path: Path | None) -> RunRecord:
+        record = self.latest
+        how = exit.how(timeout_s) if exit is not None else None
+        if how is not None:
+            record.status, record.reason = how
+        elif not self.final:
+            record.status, record.reason = "crash", "worker ended without reporting a result"
+        record.fill_unmeasured()
+        if record.status not in ("ok", "partial") and log_path is not None:
+            record.log_tail = log_tail(log_path)
+        if exit is not None and (record.wall_s is None or how is not None):
+            record.wall_s = exit.wall_s
+        write_record(self.path, record)
+        return record
+
+
+def keep_other_runs(out_dir: Path, run_id: str) -> None:
+    """A record of another run in this folder (an earlier sweep whose cells moved) is moved aside,
+    with its log, never overwritten."""
+    path = out_dir / RECORD_NAME
+    if not path.exists():
+        return
+    try:
+        other = read_record(path).run_id
+    except (ValueError, OSError):
+        other = content_key(path.read_bytes()[:4096])
+    if other == run_id:
+        return
+    dest = out_dir / "superseded" / other
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (RECORD_NAME, "run.log"):
+        if (out_dir / name).exists():
+            shutil.move(str(out_dir / name), str(dest / name))
+    print(f"[quantbench] {path} held another run ({other}); kept it in {dest}", file=sys.stderr)
+
+
+def prepare_reference(plan: Plan, out_dir: Path, isolate: bool, console: IO[str]) -> dict[str, Any] | None:
+    """Make sure the reference's outputs are cached (computing them in their own process); what was found."""
+    ref = plan.reference
+    if ref is None:
+        return None
+    path = reference_path(ref, plan.device)
+    status: dict[str, Any] = {"name": ref.backend.name, "path": str(path), "is_self": is_self(plan.run, ref)}
+    if status["is_self"] or ready(path):
+        return status
+    ref_plan = Plan(kind="reference", run=ref, device=plan.device, run_id=content_key(ref.identity()),
+                    order=plan.order, sweep_id=plan.sweep_id, reference_status=status)
+    print(f"[quantbench] quality: computing the {ref.backend.name} reference once, in its own process "
+          f"(cached in {path})", file=console)
+    outcome: dict[str, Any] = {}
+
+    def on_message(message: dict[str, Any]) -> None:
+        outcome.update(message.get("reference") or {})
+
+    if isolate:
+        exit = launch(ref_plan, out_dir, "reference", ref.timeout_s, on_message, console)
+        status["compute_s"] = exit.wall_s
+        how = exit.how(ref.timeout_s)
+        if how and not outcome:
+            outcome["absent"] = f"reference {ref.backend.name}: {how[0]}: {how[1]} (see {out_dir / 'reference.log'})"
+    else:
+        import time
+
+        t0 = time.perf_counter()
+        worker.reference(ref_plan, on_message)
+        status["compute_s"] = round(time.perf_counter() - t0, 3)
+    status["reason"] = outcome.get("absent")
+    if status["reason"] is None and not ready(path):
+        status["reason"] = f"reference {ref.backend.name}: not written to {path}"
+    return status
+
+
+def run_job(plan: Plan, out_dir: Path, console: IO[str] | None = None) -> RunRecord:
+    """Reference, then the measured run (in its own process unless `isolate=false`); returns its record."""
+    console = sys.stderr if console is None else console
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keep_other_runs(out_dir, plan.run_id)
+    run = plan.run
+    plan.reference_status = prepare_reference(plan, out_dir, run.isolate, console)
+    writer = RecordWriter(out_dir / RECORD_NAME, worker.new_record(plan))
+    if not run.isolate:
+        worker.measure(plan, writer.on_message, console)
+        return writer.finish(None, run.timeout_s, None)
+    exit = launch(plan, out_dir, "run", run.timeout_s, writer.on_message, console)
+    return writer.finish(exit, run.timeout_s, out_dir / "run.log")

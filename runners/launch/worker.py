@@ -1,0 +1,196 @@
+"""What a launched child does: measure one run, or compute one quality reference.
+
+`python -m runners.launch.worker PLAN.json PLAN_ID` (started by runners.launch.child, not by users).
+The child writes no record: it sends snapshots of its record to the launcher, after load and after
+every batch size, so that a run killed half-way keeps what it finished, and the launcher alone
+writes `record.json`. Its console (progress bars, results, our own warnings) and its chatter (what
+libraries print) travel apart: the console reaches the user's terminal, the chatter only `run.log`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import IO, Any, Callable
+
+from backends.contract import ConfigError, RunFailure
+from runners.measure import env as envinfo
+from runners.measure.failures import classify_exception
+from runners.measure.memory import free_memory
+from runners.measure.roofline import decode_roofline
+from runners.open.engine import make_engine, open_engine, vocab_size
+from runners.plan.planner import Plan
+from runners.quality.measure import ReferenceStatus, describe_failure, measure_quality
+from runners.quality.reference import ensure_reference
+from runners.record.schema import RunRecord
+from runners.workload import workload
+
+log = logging.getLogger("quantbench")
+Emit = Callable[[dict[str, Any]], None]
+
+
+def new_record(plan: Plan) -> RunRecord:
+    run = plan.run
+    return RunRecord(
+        run_id=plan.run_id, order=plan.order, sweep_id=plan.sweep_id, backend=run.backend.name,
+        engine=run.backend.engine, model=run.model.name, workload=run.workload.kind, weights=run.weights,
+        device=plan.device, config=run.to_dict(),
+        started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def _progress_bar(total: int, desc: str, console: IO[str]):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="call", file=console, dynamic_ncols=True, leave=False)
+
+
+def measure(plan: Plan, emit: Emit, console: IO[str]) -> RunRecord:
+    """Measure one run; failures become classified records, not exceptions. Emits record snapshots."""
+    t0 = time.perf_counter()
+    run, device = plan.run, plan.device
+    record = new_record(plan)
+    load_start = envinfo.load_average()
+
+    def snapshot(final: bool = False) -> None:
+        record.wall_s = round(time.perf_counter() - t0, 3)
+        emit({"record": record.to_dict(), "final": final})
+
+    engine = None
+    try:
+        engine = make_engine(run, device)
+        if run.weights == "synthetic":
+            record.notes.append("synthetic weights: speed and memory are real, quality is not measured")
+        open_engine(engine, record.load)
+        record.env = envinfo.capture(device, engine.packages)
+        snapshot()
+        wl = run.workload
+        kind = workload(wl.kind)
+        vocab = vocab_size(engine)
+        for bs in wl.batch_sizes:
+            with _progress_bar(wl.warmup + wl.repeats, f"{run.backend.name} {wl.kind} bs={bs}", console) as bar:
+                point = kind.run(engine, wl, bs, vocab, device, bar.update)
+            record.points.append(point)
+            record.summarize_status()
+            log.info("%s batch %d: %s%s", run.backend.name, bs, point.status,
+                     f" ({point.reason.splitlines()[0][:200]})" if point.reason else "")
+            snapshot()
+        record.engine_info = engine.describe()  # before quality's calls, so it describes the measured ones
+        ref = ReferenceStatus(**plan.reference_status) if plan.reference_status else None
+        record.quality = measure_quality(engine, run, ref)
+        record.load.update(engine.memory_facts())
+        _add_roofline(record, device)
+    except (RunFailure, ConfigError, Exception) as exc:  # noqa: BLE001 — classified and kept in the record
+        failure = (RunFailure("invalid_config", str(exc)) if isinstance(exc, ConfigError)
+                   else classify_exception(exc))
+        record.status, record.reason = failure.status, failure.reason
+        if not isinstance(exc, (RunFailure, ConfigError)):
+            log.exception("run failed")
+    finally:
+        if engine is not None:
+            if not record.engine_info:
+                try:
+                    record.engine_info = engine.describe()
+                except Exception:  # noqa: BLE001 — describing is best effort after a failure
+                    pass
+            census = _census(engine)
+            if census:
+                record.engine_info["census"] = census
+            engine.close()
+        free_memory()
+    record.env = record.env or envinfo.capture(device, engine.packages if engine else ())
+    record.env["load_average"] = {"start": load_start, "end": envinfo.load_average()}
+    snapshot(final=True)
+    return record
+
+
+def _census(engine) -> dict | None:
+    try:
+        census = engine.census()
+    except Exception:  # noqa: BLE001 — evidence is best effort after a failure
+        return None
+    return census.to_dict() if census is not None else None
+
+
+def reference(plan: Plan, emit: Emit) -> None:
+    """Compute the quality reference's outputs and cache them; the outcome goes to the launcher."""
+    path = Path(plan.reference_status["path"])
+    engine = None
+    try:
+        engine = make_engine(plan.run, plan.device)
+        open_engine(engine, {})
+        ensure_reference(path, engine, plan.run)
+        emit({"reference": {"ok": True}, "final": True})
+    except Exception as exc:  # noqa: BLE001 — the measured run records the reason
+        log.exception("reference failed")
+        emit({"reference": {"absent": f"reference {plan.run.backend.name}: {describe_failure(exc)}"}, "final": True})
+    finally:
+        if engine is not None:
+            engine.close()
+
+
+def _add_roofline(record: RunRecord, device: str) -> None:
+    """Batch-1 decode weight bandwidth, once the engine has said how big its weights are."""
+    gpu = (record.env.get("gpu") or {}).get("gpu_name") if device == "cuda" else None
+    for p in record.points:
+        if "tpot_ms" not in p.metrics or p.batch_size != 1 or p.status != "ok":
+            continue
+        tpot = (p.metrics.get("tpot_ms") or {}).get("median")
+        metrics, absent = decode_roofline(record.load.get("weights_mib"), tpot, gpu)
+        if device != "cuda":
+            absent["decode_weight_bandwidth_of_peak_pct"] = "CPU run: the roofline is against GPU memory bandwidth"
+        p.metrics.update(metrics)
+        p.absent.update({k: v for k, v in absent.items() if k not in metrics})
+
+
+def _channels() -> tuple[IO[str], IO[str]]:
+    """(console, results): the pipes the launcher gave this child, line-buffered text."""
+    console = os.fdopen(int(os.environ["QUANTBENCH_CONSOLE_FD"]), "w", buffering=1, encoding="utf-8")
+    results = os.fdopen(int(os.environ["QUANTBENCH_RESULT_FD"]), "w", buffering=1, encoding="utf-8")
+    return console, results
+
+
+def configure_logging(console: IO[str]) -> None:
+    """Our messages to the console; everything (libraries' too) with timestamps to the log (stderr)."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    chatter = logging.StreamHandler(sys.stderr)
+    chatter.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root.addHandler(chatter)
+    ours = logging.StreamHandler(console)
+    ours.setFormatter(logging.Formatter("[quantbench] %(message)s"))
+    ours.setLevel(logging.INFO)
+    ours.addFilter(lambda r: not r.exc_info)  # tracebacks are for run.log; the console gets the verdict
+    log.addHandler(ours)
+    log.propagate = True
+    logging.captureWarnings(True)  # library warnings are chatter: run.log, not the console
+    warnings.simplefilter("default")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m runners.launch.worker PLAN.json PLAN_ID (started by quantbench's launcher)",
+              file=sys.stderr)
+        return 2
+    console, results = _channels()
+    configure_logging(console)
+
+    def emit(message: dict[str, Any]) -> None:
+        results.write(json.dumps(message, default=str) + "\n")
+
+    plan = Plan.read(Path(argv[0]), argv[1])
+    if plan.kind == "reference":
+        reference(plan, emit)
+    else:
+        measure(plan, emit, console)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The environment a result was measured in: hardware, driver, versions, commit, and how busy the host was.
+
+On a shared CPU machine the load average decides whether a number is a finding or noise (fp32 batch 4
+measured 1.40 tok/s in a busy sweep and 37.7 tok/s on a quiet machine), so every record keeps the
+load at the start and end of its run beside the CPU model and the threads torch used.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata as md
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from runners.measure.nvml import device_handle, text
+
+CORE_PACKAGES = ("torch", "transformers", "tokenizers", "accelerate", "safetensors", "hydra-core", "numpy",
+                 "nvidia-ml-py", "quantbench")
+
+
+def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """Installed versions of quantbench's core packages and `extra` (e.g. every engine's declared ones)."""
+    out = {}
+    for name in dict.fromkeys(CORE_PACKAGES + tuple(extra)):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_commit() -> dict[str, str | bool | None]:
+    # The checkout this code runs from (an installed wheel has none: commit is then null).
+    root = Path(__file__).resolve().parents[2]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             timeout=5).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, timeout=5).stdout.strip()) if sha else None
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": sha, "dirty": dirty}
+
+
+def gpu_info() -> dict:
+    """GPU facts from torch and NVML, if there is a GPU; {} otherwise."""
+    info: dict = {}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu_name=props.name, capability=f"{props.major}.{props.minor}",
+                    total_vram_mib=round(props.total_memory / 2**20), cuda_runtime=torch.version.cuda,
+                    gpu_count=torch.cuda.device_count())
+    try:
+        nvml, h = device_handle(0)
+        info.setdefault("gpu_name", text(nvml.nvmlDeviceGetName(h)))
+        info["driver"] = text(nvml.nvmlSystemGetDriverVersion())
+        cuda = nvml.nvmlSystemGetCudaDriverVersion()
+        info["cuda_driver"] = f"{cuda // 1000}.{(cuda % 1000) // 10}"
+        info["sm_clock_max_mhz"] = nvml.nvmlDeviceGetMaxClockInfo(h, nvml.NVML_CLOCK_SM)
+        info["power_limit_w"] = nvml.nvmlDeviceGetEnforcedPowerLimit(h) / 1000
+    except Exception:  # noqa: BLE001 — no NVML on CPU machines; torch's facts above still stand
+        pass
+    return info
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
+
+
+def capture(device: str, packages: tuple[str, ...] = ()) -> dict:
+    return {
+        "device": device,
+        **({"gpu": gpu_info()} if device == "cuda" else {}),
+        "cpu": cpu_model(),
+        "cpu_count": _cpu_count(),
+        "torch_threads": torch_threads(),
+        "host": socket.gethostname(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "packages": package_versions(packages),
+        "git": git_commit(),
+        "captured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _cpu_count() -> int | None:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count()

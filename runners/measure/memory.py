@@ -1,0 +1,159 @@
+"""Peak memory over a measured region, each kind labelled.
+
+- `peak_allocated_mib` / `peak_reserved_mib`: PyTorch's CUDA caching allocator (after a reset). Blind
+  to memory that other allocators take (ONNX Runtime's arena, vLLM's engine process, cuBLAS workspaces).
+- `peak_process_vram_mib`: NVML's per-process usage summed over this process tree, sampled in a thread.
+- `peak_device_vram_mib`: NVML's whole-device used memory, sampled (includes other tenants).
+- `peak_rss_mib`: resident host memory of the process tree, sampled (the CPU number).
+A kind that cannot be read here is absent with the reason, never 0.
+"""
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+from dataclasses import dataclass, field
+
+from runners.measure.nvml import device_handle
+
+MIB = 1024 * 1024
+
+
+def _process_tree_pids() -> set[int]:
+    import psutil
+
+    me = psutil.Process()
+    return {me.pid} | {c.pid for c in me.children(recursive=True)}
+
+
+def _rss_tree_bytes() -> int:
+    import psutil
+
+    total = 0
+    me = psutil.Process()
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+class _Nvml:
+    """NVML handle for one device, or the reason it is not available."""
+
+    def __init__(self, device_index: int = 0):
+        self.handle = None
+        self.reason = None
+        try:
+            self.nvml, self.handle = device_handle(device_index)
+        except Exception as exc:  # noqa: BLE001 — any NVML failure just makes the metric absent
+            self.reason = f"NVML unavailable: {type(exc).__name__}: {exc}"
+
+    def device_used(self) -> int:
+        return self.nvml.nvmlDeviceGetMemoryInfo(self.handle).used
+
+    def process_used(self, pids: set[int]) -> int | None:
+        """Bytes used by `pids`, or None when NVML lists no process of ours (PID namespaces hide them)."""
+        procs = self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
+        mine = [p.usedGpuMemory for p in procs if p.pid in pids and p.usedGpuMemory is not None]
+        return sum(mine) if mine else None
+
+
+@dataclass
+class MemoryPeaks:
+    values_mib: dict[str, float] = field(default_factory=dict)
+    absent: dict[str, str] = field(default_factory=dict)
+
+
+class MemoryWatcher:
+    """Usage: `with MemoryWatcher(device) as w: ...` then `w.peaks`."""
+
+    def __init__(self, device: str, interval_s: float = 0.01):
+        self.device = device
+        self.interval_s = interval_s
+        self.peaks = MemoryPeaks()
+        self._stop = threading.Event()
+        self._rss = 0
+        self._proc = 0
+        self._dev = 0
+        self._proc_seen = False
+        self._nvml: _Nvml | None = None
+
+    def _torch_cuda(self):
+        torch = sys.modules.get("torch")
+        if torch is not None and self.device == "cuda" and torch.cuda.is_available() and torch.cuda.is_initialized():
+            return torch
+        return None
+
+    def _sample(self) -> None:
+        self._rss = max(self._rss, _rss_tree_bytes())
+        if self._nvml and self._nvml.handle is not None:
+            self._dev = max(self._dev, self._nvml.device_used())
+            used = self._nvml.process_used(_process_tree_pids())
+            if used is not None:
+                self._proc_seen = True
+                self._proc = max(self._proc, used)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def __enter__(self) -> "MemoryWatcher":
+        torch = self._torch_cuda()
+        if torch is not None:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        if self.device == "cuda":
+            self._nvml = _Nvml()
+        self._sample()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="memory-watcher")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch = self._torch_cuda()
+        if torch is not None:
+            torch.cuda.synchronize()
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.peaks = self._collect(torch)
+
+    def _collect(self, torch) -> MemoryPeaks:
+        out = MemoryPeaks()
+        out.values_mib["peak_rss_mib"] = self._rss / MIB
+        if self.device != "cuda":
+            for k in ("peak_allocated_mib", "peak_reserved_mib", "peak_process_vram_mib", "peak_device_vram_mib"):
+                out.absent[k] = "CPU run: no device memory"
+            return out
+        if torch is not None and torch.cuda.max_memory_reserved() > 0:
+            out.values_mib["peak_allocated_mib"] = torch.cuda.max_memory_allocated() / MIB
+            out.values_mib["peak_reserved_mib"] = torch.cuda.max_memory_reserved() / MIB
+        elif torch is not None:
+            # CUDA is up here but nothing went through PyTorch's allocator: the model lives in another
+            # process (vLLM's engine core) or allocator (ONNX Runtime's arena). 0 would read as "free".
+            for k in ("peak_allocated_mib", "peak_reserved_mib"):
+                out.absent[k] = "no PyTorch allocation in this process: the engine holds its memory elsewhere"
+        else:
+            for k in ("peak_allocated_mib", "peak_reserved_mib"):
+                out.absent[k] = "engine does not allocate through PyTorch in this process"
+        if self._nvml is None or self._nvml.handle is None:
+            reason = self._nvml.reason if self._nvml else "NVML not started"
+            out.absent["peak_process_vram_mib"] = reason
+            out.absent["peak_device_vram_mib"] = reason
+            return out
+        out.values_mib["peak_device_vram_mib"] = self._dev / MIB
+        if self._proc_seen:
+            out.values_mib["peak_process_vram_mib"] = self._proc / MIB
+        else:
+            out.absent["peak_process_vram_mib"] = "NVML lists no process of this tree (PID namespace?)"
+        return out
+
+
+def free_memory() -> None:
+    """Between batch sizes and after a failure: give back what the last one held."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

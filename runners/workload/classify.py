@@ -1,0 +1,40 @@
+"""`classify`: one forward pass per batch of seeded token ids; latency per batch and per example."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from backends.contract import Engine, RunFailure
+from runners.record.schema import Point
+from runners.workload.inputs import token_ids
+from runners.workload.loop import measure
+
+
+@dataclass(frozen=True)
+class Classify:
+    kind: str = "classify"
+    task: str = "sequence_classification"
+
+    def run(self, engine: Engine, wl: Any, batch_size: int, vocab_size: int, device: str,
+            progress: Callable[[], None]) -> Point:
+        ids = token_ids(wl.seed, batch_size, wl.seq_len, vocab_size)
+        mask = np.ones_like(ids)
+        clock = engine.make_clock()
+
+        def once() -> dict[str, float | None]:
+            a = clock.mark()
+            logits = engine.classify(ids, mask)
+            b = clock.mark()
+            clock.resolve()
+            if getattr(logits, "shape", (None,))[0] != batch_size:
+                raise RunFailure("crash", f"engine returned logits of shape {getattr(logits, 'shape', None)}")
+            ms = clock.ms(a, b)
+            return {"batch_ms": ms, "per_example_ms": ms / batch_size, "examples_per_s": batch_size / (ms / 1e3)}
+
+        return measure(engine, wl, batch_size, device, once, progress,
+                       ("energy_per_example_mj", wl.repeats * batch_size))
+
+
+WORKLOAD = Classify()

@@ -1,0 +1,45 @@
+"""`generate`: greedy decoding of exactly `new_tokens` per prompt; TTFT, TPOT, end-to-end, rates."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from backends.contract import Engine, RunFailure, StepTimer
+from runners.record.schema import Point
+from runners.workload.inputs import token_ids
+from runners.workload.loop import measure
+
+
+@dataclass(frozen=True)
+class Generate:
+    kind: str = "generate"
+    task: str = "causal_lm"
+
+    def run(self, engine: Engine, wl: Any, batch_size: int, vocab_size: int, device: str,
+            progress: Callable[[], None]) -> Point:
+        prompts = token_ids(wl.seed, batch_size, wl.prompt_tokens, vocab_size).tolist()
+        timer = StepTimer(engine.make_clock())
+
+        def once() -> dict[str, float | None]:
+            timer.begin()
+            out = engine.generate(prompts, wl.new_tokens, timer)
+            timer.end()
+            lengths = {len(o) for o in out}
+            if len(out) != batch_size or lengths != {wl.new_tokens}:
+                raise RunFailure("crash", f"engine returned {len(out)} sequences of lengths {sorted(lengths)}; "
+                                          f"the workload asks {batch_size} x {wl.new_tokens} new tokens")
+            s = timer.sample()
+            seconds = s.e2e_ms / 1e3
+            return {"ttft_ms": s.ttft_ms, "tpot_ms": s.decode_ms_per_token, "e2e_ms": s.e2e_ms,
+                    "output_tokens_per_s": batch_size * wl.new_tokens / seconds,
+                    "total_tokens_per_s": batch_size * (wl.prompt_tokens + wl.new_tokens) / seconds,
+                    "requests_per_s": batch_size / seconds}
+
+        point = measure(engine, wl, batch_size, device, once, progress,
+                        ("energy_per_output_token_mj", wl.repeats * batch_size * wl.new_tokens))
+        if point.status == "ok" and "tpot_ms" not in point.metrics:
+            point.absent["tpot_ms"] = "one new token per request: no decode steps"
+        return point
+
+
+WORKLOAD = Generate()
