@@ -18,7 +18,7 @@ from backends.contract import Engine, LogProbs, RunFailure
 @dataclass(frozen=True)
 class Options:
     fault: Literal["none", "oom_above_batch", "missing", "unsupported", "segfault", "hang", "segfault_after_first",
-                   "interrupt_after_first"] = "none"
+                   "interrupt_after_first", "fill_disk"] = "none"
     oom_above_batch: int = 1
     step_ms: float = 2.0
 
@@ -40,6 +40,8 @@ class FaultEngine(Engine):
         return super().check()
 
     def load(self) -> None:
+        if self.options.fault == "fill_disk":
+            _fill(os.environ["QB_TEST_FILL_PATH"])
         if self.options.fault == "segfault":
             os.kill(os.getpid(), signal.SIGSEGV)
         if self.options.fault == "hang":
@@ -70,6 +72,17 @@ class FaultEngine(Engine):
 
     def describe(self):
         return {"engine": "fault", "fault": self.options.fault}
+
+
+def _fill(path: str) -> None:
+    """Write zeros until the file system holding `path` is full (a small tmpfs in the test)."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * (1 << 16))
+                f.flush()
+        except OSError:
+            pass
 
 
 ENGINE = FaultEngine

@@ -80,14 +80,24 @@ class _Log:
     def __init__(self, path: Path):
         self.file = open(path, "ab")
         self.lock = threading.Lock()
+        self.broken = False
 
     def write(self, chunk: bytes) -> None:
+        # A full disk must not stop the pumps: a child blocked on a full pipe would hang the sweep.
         with self.lock:
-            self.file.write(chunk)
-            self.file.flush()
+            if self.broken:
+                return
+            try:
+                self.file.write(chunk)
+                self.file.flush()
+            except OSError:
+                self.broken = True
 
     def close(self) -> None:
-        self.file.close()
+        try:
+            self.file.close()
+        except OSError:
+            pass
 
 
 def _pump(fd: int, log: _Log, console: IO[str] | None) -> None:

@@ -31,6 +31,7 @@ class RecordWriter:
         self.path = path
         self.latest = fallback
         self.final = False
+        self.error: OSError | None = None  # a write that failed (full disk): raised once the run is over
 
     def on_message(self, message: dict[str, Any]) -> None:
         if "record" not in message:
@@ -38,7 +39,10 @@ class RecordWriter:
         self.latest = RunRecord.from_dict(message["record"])
         self.final = bool(message.get("final"))
         if not self.final:
-            write_record(self.path, dataclasses.replace(self.latest, status="incomplete", reason=INCOMPLETE))
+            try:
+                write_record(self.path, dataclasses.replace(self.latest, status="incomplete", reason=INCOMPLETE))
+            except OSError as exc:  # this runs in the launcher's reader thread: keep reading
+                self.error = self.error or exc
 
     def finish(self, exit: Exit | None, timeout_s: float, log_path: Path | None) -> RunRecord:
         record = self.latest
@@ -53,6 +57,8 @@ class RecordWriter:
         if exit is not None and (record.wall_s is None or how is not None):
             record.wall_s = exit.wall_s
         write_record(self.path, record)
+        if self.error is not None:
+            raise self.error
         return record
 
 

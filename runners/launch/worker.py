@@ -178,13 +178,17 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m runners.launch.worker PLAN.json PLAN_ID (started by quantbench's launcher)",
               file=sys.stderr)
         return 2
+    try:
+        plan = Plan.read(Path(argv[0]), argv[1])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     console, results = _channels()
     configure_logging(console)
 
     def emit(message: dict[str, Any]) -> None:
         results.write(json.dumps(message, default=str) + "\n")
 
-    plan = Plan.read(Path(argv[0]), argv[1])
     if plan.kind == "reference":
         reference(plan, emit)
     else:

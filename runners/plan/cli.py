@@ -146,7 +146,8 @@ def check(args: list[str], search: ConfigSearch | None = None) -> list[str]:
 
 
 def normalised(overrides: list[str]) -> list[str]:
-    """A command's overrides as a comparable list: order-free, without where-to-write and resume keys."""
-    skip = ("resume", "hydra.sweep.dir", "hydra.run.dir")
-    return sorted(o.lstrip("+") for o in overrides if o.lstrip("+").split("=", 1)[0] not in skip)
+    """A command's overrides as a comparable list: order-free, without resume and Hydra's own keys (where
+    to write, search path), as Hydra lists a job's task overrides."""
+    keys = [(o.lstrip("+"), o.lstrip("+").split("=", 1)[0]) for o in overrides]
+    return sorted(o for o, key in keys if key != "resume" and not key.startswith("hydra."))
 
