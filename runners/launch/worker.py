@@ -189,10 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     def emit(message: dict[str, Any]) -> None:
         results.write(json.dumps(message, default=str) + "\n")
 
-    if plan.kind == "reference":
-        reference(plan, emit)
-    else:
-        measure(plan, emit, console)
+    try:
+        if plan.kind == "reference":
+            reference(plan, emit)
+        else:
+            measure(plan, emit, console)
+    finally:
+        results.close()
+        console.close()
     return 0
 
 
