@@ -39,7 +39,15 @@ def job_dir_name(override_dirname: str) -> str:
     return f"{name[:_MAX_DIR - 17]}-{content_key(name)}"
 
 
+def gpu_count() -> int:
+    """How many GPUs this host shows (for `hydra/launcher=gpus`: one job per GPU); at least 1."""
+    from runners.launch.gpus import visible_gpus
+
+    return max(1, len(visible_gpus()))
+
+
 OmegaConf.register_new_resolver("qb_job_dir", job_dir_name, replace=True)
+OmegaConf.register_new_resolver("qb_gpu_count", gpu_count, replace=True)
 
 
 def _hc_choice(group: str) -> str:

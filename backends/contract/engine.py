@@ -91,6 +91,11 @@ class Engine(ABC):
     def validate(cls, run: "RunConfig") -> None:
         """Static checks on the combination (raise ConfigError). Nothing heavy is imported here."""
 
+    @classmethod
+    def gpus_needed(cls, options: Any) -> int:
+        """How many GPUs one run of these options takes (a tensor-parallel engine says more than one)."""
+        return 1
+
     def check(self) -> RunFailure | None:
         """Why this run cannot happen here (missing package, hardware), or None."""
         # Hardware first: installing a package would not help a run this device cannot do.

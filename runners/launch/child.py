@@ -128,8 +128,10 @@ def _read_results(fd: int, on_message: Callable[[dict[str, Any]], None], message
 
 
 def launch(plan: Plan, workdir: Path, name: str, timeout_s: float,
-           on_message: Callable[[dict[str, Any]], None] = lambda m: None, console: IO[str] | None = None) -> Exit:
-    """Run `plan` in `python -m runners.launch.worker`; `name` names its files (`<name>.json`, `<name>.log`)."""
+           on_message: Callable[[dict[str, Any]], None] = lambda m: None, console: IO[str] | None = None,
+           extra_env: dict[str, str] | None = None) -> Exit:
+    """Run `plan` in `python -m runners.launch.worker`; `name` names its files (`<name>-plan.json`,
+    `<name>.log`); `extra_env` (e.g. the leased CUDA_VISIBLE_DEVICES) goes to the child."""
     console = sys.stderr if console is None else console
     workdir.mkdir(parents=True, exist_ok=True)
     plan_path, log_path = workdir / f"{name}-plan.json", workdir / f"{name}.log"
@@ -137,8 +139,9 @@ def launch(plan: Plan, workdir: Path, name: str, timeout_s: float,
     log = _Log(log_path)
     console_r, console_w = os.pipe()
     result_r, result_w = os.pipe()
-    env = dict(os.environ, PYTHONUNBUFFERED="1", QUANTBENCH_CONSOLE_FD=str(console_w),
-               QUANTBENCH_RESULT_FD=str(result_w))
+    # PCI order: CUDA's device indices then mean what NVML's (and a scheduler's) indices mean.
+    env = dict(os.environ, PYTHONUNBUFFERED="1", CUDA_DEVICE_ORDER="PCI_BUS_ID", QUANTBENCH_CONSOLE_FD=str(console_w),
+               QUANTBENCH_RESULT_FD=str(result_w), **(extra_env or {}))
     # The child imports quantbench from wherever this process did (a checkout or an install).
     here = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)

@@ -7,14 +7,16 @@ reached listed as a cell that says why.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 import sys
 from pathlib import Path
 from typing import IO, Any
 
+from backends import engine_class
 from backends.contract import content_key
-from runners.launch import worker
+from runners.launch import gpus, worker
 from runners.launch.child import Exit, launch, log_tail
 from runners.plan.planner import Plan
 from runners.quality.reference import is_self, ready, reference_path
@@ -101,7 +103,8 @@ def prepare_reference(plan: Plan, out_dir: Path, isolate: bool, console: IO[str]
         outcome.update(message.get("reference") or {})
 
     if isolate:
-        exit = launch(ref_plan, out_dir, "reference", ref.timeout_s, on_message, console)
+        with _gpus_for(ref_plan) as env:
+            exit = launch(ref_plan, out_dir, "reference", ref.timeout_s, on_message, console, env)
         status["compute_s"] = exit.wall_s
         how = exit.how(ref.timeout_s)
         if how and not outcome:
@@ -129,5 +132,24 @@ def run_job(plan: Plan, out_dir: Path, console: IO[str] | None = None) -> RunRec
     if not run.isolate:
         worker.measure(plan, writer.on_message, console)
         return writer.finish(None, run.timeout_s, None)
-    exit = launch(plan, out_dir, "run", run.timeout_s, writer.on_message, console)
+    try:
+        with _gpus_for(plan) as env:
+            exit = launch(plan, out_dir, "run", run.timeout_s, writer.on_message, console, env)
+    except (RuntimeError, TimeoutError) as exc:  # the host lacks the GPUs this cell needs
+        writer.latest.status, writer.latest.reason = "unsupported_hardware", str(exc)
+        writer.final = True
+        return writer.finish(None, run.timeout_s, None)
     return writer.finish(exit, run.timeout_s, out_dir / "run.log")
+
+
+@contextlib.contextmanager
+def _gpus_for(plan: Plan):
+    """The GPUs the plan's child may use, leased for as long as it runs: cells of a parallel sweep never
+    share one. Yields the child's extra environment."""
+    if plan.device != "cuda":
+        yield {}
+        return
+    run = plan.run
+    needed = run.gpus_per_job or engine_class(run.backend.engine).gpus_needed(run.backend.options)
+    with gpus.acquire(needed, label=run.backend.name) as lease:
+        yield lease.env()

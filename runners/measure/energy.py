@@ -1,40 +1,41 @@
 """Energy over a measured region (NVML's total-energy counter).
 
-Energy is the whole GPU's, read from `nvmlDeviceGetTotalEnergyConsumption` (millijoules since the
+Energy is the whole GPU's (summed over every GPU the run may use), read from `nvmlDeviceGetTotalEnergyConsumption` (millijoules since the
 driver loaded) before and after the timed repeats: it includes the GPU's idle floor, which is what a
 deployment pays too. Hosts without the counter (CPU runs, GPUs before Volta) leave it absent.
 """
 from __future__ import annotations
 
-from runners.measure.nvml import device_handle
+from runners.measure.nvml import visible_handles
 
 
 class EnergyMeter:
     """`start()` then `stop()` -> joules, or None with `reason` set."""
 
-    def __init__(self, device: str, device_index: int = 0):
+    def __init__(self, device: str):
         self.reason: str | None = None
-        self._handle = None
+        self._handles: list = []
         self._start_mj: int | None = None
         if device != "cuda":
             self.reason = "CPU run: NVML's energy counter is GPU-only"
             return
         try:
-            self._nvml, self._handle = device_handle(device_index)
-            self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
+            self._nvml, self._handles = visible_handles()
+            for h in self._handles:
+                self._nvml.nvmlDeviceGetTotalEnergyConsumption(h)
         except Exception as exc:  # noqa: BLE001 — no counter just makes the metric absent
-            self._handle = None
+            self._handles = []
             self.reason = f"NVML energy counter unavailable: {type(exc).__name__}: {exc}"
 
     def _read_mj(self) -> int:
-        return self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
+        return sum(self._nvml.nvmlDeviceGetTotalEnergyConsumption(h) for h in self._handles)
 
     def start(self) -> None:
-        if self._handle is not None:
+        if self._handles:
             self._start_mj = self._read_mj()
 
     def stop(self) -> float | None:
-        if self._handle is None or self._start_mj is None:
+        if not self._handles or self._start_mj is None:
             return None
         joules = (self._read_mj() - self._start_mj) / 1e3
         if joules <= 0:

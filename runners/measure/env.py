@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runners.measure.nvml import device_handle, text
+from runners.measure.nvml import text, visible_handles
 
 CORE_PACKAGES = ("torch", "transformers", "tokenizers", "accelerate", "safetensors", "hydra-core", "numpy",
                  "nvidia-ml-py", "quantbench")
@@ -54,8 +54,14 @@ def gpu_info() -> dict:
         info.update(gpu_name=props.name, capability=f"{props.major}.{props.minor}",
                     total_vram_mib=round(props.total_memory / 2**20), cuda_runtime=torch.version.cuda,
                     gpu_count=torch.cuda.device_count())
+    info["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
-        nvml, h = device_handle(0)
+        nvml, handles = visible_handles()
+        # Every GPU the run could use (a tensor-parallel run uses several): name, bus id, memory.
+        info["gpus"] = [{"name": text(nvml.nvmlDeviceGetName(g)), "uuid": text(nvml.nvmlDeviceGetUUID(g)),
+                         "pci_bus_id": text(nvml.nvmlDeviceGetPciInfo(g).busId),
+                         "total_mib": round(nvml.nvmlDeviceGetMemoryInfo(g).total / 2**20)} for g in handles]
+        h = handles[0]
         info.setdefault("gpu_name", text(nvml.nvmlDeviceGetName(h)))
         info["driver"] = text(nvml.nvmlSystemGetDriverVersion())
         cuda = nvml.nvmlSystemGetCudaDriverVersion()

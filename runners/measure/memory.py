@@ -14,7 +14,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 
-from runners.measure.nvml import device_handle
+from runners.measure.nvml import visible_handles
 
 MIB = 1024 * 1024
 
@@ -40,23 +40,30 @@ def _rss_tree_bytes() -> int:
 
 
 class _Nvml:
-    """NVML handle for one device, or the reason it is not available."""
+    """NVML handles of every GPU this process may use (a tensor-parallel run has several), or the
+    reason they are not available. Sums are over all of them: a TP-2 run holds memory on two GPUs."""
 
-    def __init__(self, device_index: int = 0):
-        self.handle = None
+    def __init__(self) -> None:
+        self.handles: list = []
         self.reason = None
         try:
-            self.nvml, self.handle = device_handle(device_index)
+            self.nvml, self.handles = visible_handles()
         except Exception as exc:  # noqa: BLE001 — any NVML failure just makes the metric absent
             self.reason = f"NVML unavailable: {type(exc).__name__}: {exc}"
+        if not self.handles and self.reason is None:
+            self.reason = "NVML shows no GPU for this process"
+
+    @property
+    def handle(self):  # noqa: ANN201 — truthy when NVML can be read
+        return self.handles[0] if self.handles else None
 
     def device_used(self) -> int:
-        return self.nvml.nvmlDeviceGetMemoryInfo(self.handle).used
+        return sum(self.nvml.nvmlDeviceGetMemoryInfo(h).used for h in self.handles)
 
     def process_used(self, pids: set[int]) -> int | None:
         """Bytes used by `pids`, or None when NVML lists no process of ours (PID namespaces hide them)."""
-        procs = self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
-        mine = [p.usedGpuMemory for p in procs if p.pid in pids and p.usedGpuMemory is not None]
+        mine = [p.usedGpuMemory for h in self.handles for p in self.nvml.nvmlDeviceGetComputeRunningProcesses(h)
+                if p.pid in pids and p.usedGpuMemory is not None]
         return sum(mine) if mine else None
 
 

@@ -176,6 +176,9 @@ class RunConfig:
     isolate: bool = True
     quality: QualitySpec = field(default_factory=QualitySpec)
     report: ReportSpec = field(default_factory=ReportSpec)
+    # GPUs one cell leases for itself (null: what its engine needs, e.g. vLLM's tensor_parallel_size);
+    # cells of a parallel sweep never share a GPU.
+    gpus_per_job: int | None = None
     # The head the workload kind needs (causal_lm | sequence_classification): set from the workload
     # registry when the config is built, so engines need not know workload kinds.
     task: str = "causal_lm"
@@ -204,7 +207,7 @@ class RunConfig:
             # A model we can load without a hub runs on its real weights; anything else measures speed
             # on random weights and says so, rather than failing on a hub the machine cannot reach.
             weights = "pretrained" if model.has_local_weights else "synthetic"
-        rest = {k: cfg[k] for k in ("device", "timeout_s", "resume", "isolate") if k in cfg}
+        rest = {k: cfg[k] for k in ("device", "timeout_s", "resume", "isolate", "gpus_per_job") if k in cfg}
         from runners.workload import workload_kinds
 
         kinds = workload_kinds()
@@ -225,6 +228,7 @@ class RunConfig:
 
     def check(self) -> None:
         """Checks across sections, before any engine is asked."""
+        positive("gpus_per_job", self.gpus_per_job)
         if not math.isfinite(self.timeout_s) or self.timeout_s <= 0:
             raise ConfigError(f"timeout_s: must be a positive number of seconds, got {self.timeout_s}")
         model, wl = self.model, self.workload
@@ -267,6 +271,6 @@ class RunConfig:
     def identity(self) -> dict:
         """What makes two runs the same measurement (resume skips a run whose identity is done)."""
         d = self.to_dict()
-        for k in ("timeout_s", "resume", "isolate", "report", "task"):
+        for k in ("timeout_s", "resume", "isolate", "report", "task", "gpus_per_job"):
             d.pop(k, None)
         return d
