@@ -33,11 +33,12 @@ and the answer says so instead of naming a winner.
 
 **Pareto front** over speed / memory / quality, among the backends that meet every constraint (with
 no constraints: every backend that ran): speed is the objective when it is a speed metric, else the
-default above; memory the first of `peak_vram_mib`, `peak_rss_mib`, `weights_mib`; quality the first
-of `kl_mean_nats`, `macro_f1_pct`, `accuracy_pct`, `top1_agreement_pct`, `perplexity` that some
-candidate measured (an axis nobody measured is dropped and named; a backend lacking a kept axis is
-left off the front and named). A backend is dominated when another is at least as good on every axis
-— a difference inside the spread counts as equal — and better beyond the spread on at least one.
+default above; memory the first of `peak_vram_mib`, `peak_rss_mib` (CPU runs only), `weights_mib`;
+quality the first of `kl_mean_nats`, `macro_f1_pct`, `accuracy_pct`, `top1_agreement_pct`,
+`perplexity` — each the first that every candidate measured, so no backend is compared on a number
+the others lack (an axis without one is dropped, and the note says who lacks what). A backend is
+dominated when another is at least as good on every axis — a difference inside the spread counts as
+equal — and better beyond the spread on at least one.
 """
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ from runners.report.table import Block, Cell, Table
 STATS = ("median", "mean", "min", "max", "p1", "p10", "p50", "p90", "p99", "cv")
 OPS = {"<=": lambda v, t: v <= t, "<": lambda v, t: v < t, ">=": lambda v, t: v >= t, ">": lambda v, t: v > t}
 MEMORY_AXIS = ("peak_vram_mib", "peak_rss_mib", "weights_mib")
+HOST_MEMORY = "peak_rss_mib"  # the memory of a CPU run; on a GPU it is not what runs out
 QUALITY_AXIS = ("kl_mean_nats", "macro_f1_pct", "accuracy_pct", "top1_agreement_pct", "perplexity")
 _PERCENT = unit_of("x_pct")
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_]*)\s*(<=|>=|<|>)\s*"
@@ -102,7 +104,9 @@ class Target:
     def fmt(self, value: float) -> str:
         text = format_number(value, 3) if self.stat == "cv" else format_value(self.metric, value)
         symbol = self.unit.symbol
-        return text + symbol if symbol in ("%", "/s") else f"{text} {symbol}" if symbol else text
+        if symbol in ("", "/s"):  # a rate's label says what per second
+            return text
+        return text + symbol if symbol == "%" else f"{text} {symbol}"
 
 
 def resolve(name: str, context: str) -> Target:
@@ -140,7 +144,7 @@ class Constraint:
 def _convert(number: float, unit_word: str | None, target: Target, text: str) -> float:
     if not unit_word:
         return number
-    got = UNIT_WORDS.get(unit_word.strip().lower())
+    got = {w.lower(): v for w, v in UNIT_WORDS.items()}.get(unit_word.strip().lower())
     want = target.unit
     if got is None:
         raise ConstraintError(f"--require: {text!r}: unknown unit {unit_word!r}; {valid_names_line()}")
@@ -337,21 +341,22 @@ def _pareto(block: Block, verdicts: list[Verdict], objective: Objective | None) 
         return [], [], notes
     speed = objective if objective and objective.target.metric.group == "speed" else _default_objective(block)
     axes: list[Target] = [speed.target] if speed else []
-    for name, keys in (("memory", MEMORY_AXIS), ("quality", QUALITY_AXIS)):
-        key = next((k for k in keys if any(k in v.cell.values for v in pool)), None)
-        if key is None:
+    memory = [k for k in MEMORY_AXIS if block.device == "cpu" or k != HOST_MEMORY]
+    for name, keys in (("memory", memory), ("quality", QUALITY_AXIS)):
+        # An axis every candidate measured, so that no backend is compared on a number others lack.
+        key = next((k for k in keys if all(k in v.cell.values for v in pool)), None)
+        if key is not None:
+            axes.append(Target(BY_KEY[key], "median", key))
+            continue
+        some = next((k for k in keys if any(k in v.cell.values for v in pool)), None)
+        if some is None:
             reasons = sorted({v.cell.absent[k] for v in pool for k in keys if k in v.cell.absent})
             notes.append(f"{name} not measured{' (' + '; '.join(reasons) + ')' if reasons else ''}: no {name} axis")
-            continue
-        axes.append(Target(BY_KEY[key], "median", key))
-    placed = []
-    for v in pool:
-        missing = [t for t in axes if t.value(v.cell)[0] is None]
-        if missing:
-            notes.append(f"{v.column} is left off the front: no {', '.join(t.metric.label for t in missing)}")
         else:
-            placed.append(v)
-    front = [v.column for v in placed if not any(_dominates(o, v, axes) for o in placed if o is not v)]
+            lack = [f"{v.column} ({v.cell.absent.get(some, 'not measured')})" for v in pool
+                    if some not in v.cell.values]
+            notes.append(f"no {name} axis: {BY_KEY[some].label} is not measured for {'; '.join(lack)}")
+    front = [v.column for v in pool if not any(_dominates(o, v, axes) for o in pool if o is not v)]
     return front, axes, notes
 
 

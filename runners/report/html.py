@@ -210,9 +210,8 @@ def write(root: Path, table: Table, decision: choose.Decision | None = None) -> 
                     "(listed below).</p>")
     if decision is not None:
         body.append(decision_html(decision))
-    body.append(results_html(table))
     body += [plot_html(p, folder) for p in plots.all_plots(table, pareto_of(decision))]
-    body += [failures_html(table), damaged_html(table), environment_html(table)]
+    body += [results_html(table), failures_html(table), damaged_html(table), environment_html(table)]
     path = root / REPORT_NAME
     path.write_text(page(table.title, "\n".join(b for b in body if b)))
     return path

@@ -49,17 +49,17 @@ UNITS: tuple[Unit, ...] = (
 )
 RATIO = Unit("", "", "ratio", 1.0)  # perplexity: no unit
 
-# What a user may write after a number in a constraint (case-insensitive), per dimension.
+# What a user may write after a number in a constraint (matched case-insensitively), per dimension.
 UNIT_WORDS: dict[str, tuple[str, float]] = {
     **{w: ("time", s) for w, s in (("ns", 1e-9), ("us", 1e-6), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0),
                                      ("sec", 1.0), ("min", 60.0))},
-    **{w: ("memory", s) for w, s in (("b", 1.0), ("kb", 1e3), ("mb", 1e6), ("gb", 1e9), ("tb", 1e12),
-                                       ("kib", 2.0 ** 10), ("mib", 2.0 ** 20), ("gib", 2.0 ** 30),
-                                       ("tib", 2.0 ** 40))},
+    **{w: ("memory", s) for w, s in (("B", 1.0), ("KB", 1e3), ("MB", 1e6), ("GB", 1e9), ("TB", 1e12),
+                                       ("KiB", 2.0 ** 10), ("MiB", 2.0 ** 20), ("GiB", 2.0 ** 30),
+                                       ("TiB", 2.0 ** 40))},
     **{w: ("rate", 1.0) for w in ("/s", "per_s", "tok/s", "tokens/s", "ex/s", "examples/s", "req/s",
                                   "requests/s")},
-    **{w: ("bandwidth", s) for w, s in (("mb/s", 1e6), ("gb/s", 1e9), ("tb/s", 1e12))},
-    **{w: ("energy", s) for w, s in (("mj", 1e-3), ("j", 1.0), ("kj", 1e3))},
+    **{w: ("bandwidth", s) for w, s in (("MB/s", 1e6), ("GB/s", 1e9), ("TB/s", 1e12))},
+    **{w: ("energy", s) for w, s in (("mJ", 1e-3), ("J", 1.0), ("kJ", 1e3))},
     "%": ("percent", 1.0), "pct": ("percent", 1.0),
     "nats": ("nats", 1.0), "nat": ("nats", 1.0),
 }

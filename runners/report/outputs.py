@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runners.record.schema import RunRecord
-from runners.record.store import scan
+from runners.record.store import find_records, scan
 from runners.report import choose, csvjson, markdown
 from runners.report.table import Table, build, configured
 
@@ -92,6 +92,8 @@ def write_report(root: Path, report: Report, html: bool = True) -> Written:
 def write_outputs(root: Path, baseline: str | None = None, html: bool = True,
                   records: list[RunRecord] | None = None) -> Written:
     """Rebuild every output of `root` from its records (or the `records` given, already read from it)."""
+    if records is None:
+        records = find_records(Path(root))  # warns about each damaged record file
     report = build_report(Path(root), records, baseline)
     for problem in report.problems:
         print(f"warning: {problem}", file=sys.stderr)

@@ -223,7 +223,7 @@ def scatter_axes(ax, d: Scatter, color: dict[str, str]) -> None:
     ax.set_xlabel(f"{d.speed.label} vs {base} (×, higher is faster)", fontsize=9)
     ax.set_ylabel(d.quality.label + _arrow(d.quality), fontsize=9)
     size_text = f"marker area ∝ {d.memory.label}" if d.memory else "marker size fixed: no memory kind measured by all"
-    ax.text(0.01, 0.01, size_text + "; ringed ★: Pareto front (speed, memory, quality)", transform=ax.transAxes,
+    ax.text(0.01, 0.01, size_text + "\nringed ★: Pareto front (speed, memory, quality)", transform=ax.transAxes,
             fontsize=7, color="0.35")
     ax.grid(alpha=0.3)
     ax.margins(0.2)

@@ -147,8 +147,12 @@ class Cell:
     def status_text(self, width: int = 160) -> str:
         if self.ok:
             return "ok" + (f" ({self.run_note})" if self.run_note else "")
-        first = (self.reason or "").strip().splitlines()
-        return f"{self.status}: {first[0][:width]}" if first else self.status
+        lines = [ln.strip() for ln in (self.reason or "").strip().splitlines() if ln.strip()]
+        if not lines:
+            return self.status
+        # A traceback says what happened on its last line, not its first.
+        line = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+        return f"{self.status}: {line[:width]}"
 
 
 def _task(record: RunRecord) -> str | None:
@@ -197,9 +201,9 @@ def _why(m: Metric, record: RunRecord, point: Point | None) -> tuple[str, bool]:
         if why:
             return str(why), True
         if record.status not in ("ok", "partial") and not q:
-            return f"the run ended {record.status} before quality was measured", True
+            return f"the run ended ({record.status}) before quality was measured", True
     if m.source == "run" and record.status not in ("ok", "partial") and not record.load:
-        return f"the run ended {record.status} before it loaded", True
+        return f"the run ended ({record.status}) before it loaded", True
     return m.absent_default, False
 
 
@@ -208,7 +212,7 @@ def make_cell(record: RunRecord, point: Point | None) -> Cell:
     reason = point.reason if point is not None else record.reason
     cell = Cell(record, point, status, reason)
     if point is not None and status == "ok" and record.status not in ("ok", "partial"):
-        cell.run_note = f"the run then ended {record.status}"
+        cell.run_note = f"the run then ended: {record.status}"
     task = _task(record)
     applicable = [m for m in METRICS if _applies(m, task)]
     # Derived metrics last: they read the measured ones of this cell.
