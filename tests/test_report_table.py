@@ -184,6 +184,14 @@ def test_measured_and_absent_never_both():
                 assert not _md_values(md, label), f"{label} is both measured and listed as not measured"
 
 
+def test_a_value_rounded_to_zero_is_absent_not_zero():
+    p = gen_point(1, 100.0, decode_weight_bandwidth_gb_per_s=0.0)  # roofline rounds to 0.1 GB/s
+    q = gen_point(1, 50.0, decode_weight_bandwidth_gb_per_s=0.1)
+    md = markdown.document(build([record("fp32", [q], order=0), record("bnb_int8", [p], order=1)]))
+    assert _md_values(md, "Batch-1 decode weight bandwidth, GB/s") == [
+        ["0.100", "n/a (recorded as 0: smaller than the precision its writer rounded it to)"]]
+
+
 def test_small_values_keep_significant_digits():
     from runners.report.metrics import format_number
 

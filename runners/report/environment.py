@@ -59,6 +59,16 @@ def _cuda_text(g: dict) -> str | None:
     return ", ".join(p for p in parts if p) or None
 
 
+def _packages(envs: list[dict]) -> str:
+    """Every package any run recorded, each with its distinct versions (`torch 2.8.0`, `vllm 0.26.0/0.27.0`)."""
+    versions: dict[str, list[str]] = {}
+    for env in envs:
+        for name, version in (env.get("packages") or {}).items():
+            if str(version) not in versions.setdefault(name, []):
+                versions[name].append(str(version))
+    return ", ".join(f"{name} {'/'.join(vs)}" for name, vs in versions.items())
+
+
 def _commit(env: dict) -> str | None:
     git = env.get("git") or {}
     if not git.get("commit"):
@@ -108,7 +118,7 @@ def summary(records: list[RunRecord]) -> list[tuple[str, str]]:
         ("Host", _distinct([e.get("host") for e in envs])),
         ("OS", _distinct([e.get("os") for e in envs])),
         ("Python", _distinct([e.get("python") for e in envs])),
-        ("Packages", _distinct([", ".join(f"{k} {v}" for k, v in (e.get("packages") or {}).items()) for e in envs])),
+        ("Packages", _packages(envs)),
         ("Git commit", _distinct([_commit(e) for e in envs])),
         ("Runs", f"{len(records)} ({sum(r.status == 'ok' for r in records)} ok)"),
         ("Started", _span([r.started_at for r in records])),

@@ -92,6 +92,12 @@ class Metric:
     digits: int = 3  # significant digits shown
 
     @property
+    def positive(self) -> bool:
+        """A time, rate, size or energy is never 0: a stored 0 was rounded away by its writer. (A KL or
+        an agreement % can be 0.)"""
+        return self.group != "quality"
+
+    @property
     def unit(self) -> Unit:
         return unit_of(self.key)
 

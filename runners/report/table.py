@@ -28,6 +28,7 @@ from runners.report.metrics import INFO, METRICS, VRAM_READINGS, Metric, info_te
 from runners.report.spread import Spread, within_spread
 
 SWEEP_FILE = "sweep.json"
+ROUNDED_TO_ZERO = "recorded as 0: smaller than the precision its writer rounded it to"
 # Config paths that never make a parameter: the block's own coordinates, and report/run plumbing.
 _COORDINATES = {"weights", "device", "task", "resume", "model.name", "model.description", "workload.kind",
                 "workload.batch_sizes", "backend.name", "backend.engine", "backend.description"}
@@ -218,6 +219,9 @@ def make_cell(record: RunRecord, point: Point | None) -> Cell:
     # Derived metrics last: they read the measured ones of this cell.
     for m in sorted(applicable, key=lambda m: m.source == "derived"):
         got = _derived(m, cell) if m.source == "derived" else _measured(m, _raw(m, record, point))
+        if got is not None and m.positive and got.value == 0:
+            cell.absent[m.key] = ROUNDED_TO_ZERO
+            continue
         if got is not None:
             cell.values[m.key] = got
             continue
