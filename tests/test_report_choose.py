@@ -131,7 +131,7 @@ def test_no_quality_axis_is_named():
     recs = [_gpu("fp16", 0, 100.0, 16000.0, None), _gpu("awq", 1, 150.0, 6000.0, None)]
     _, d, _ = _decide(recs, require="peak_vram<=24GiB")
     assert [t.metric.key for t in d.pareto_axes] == ["output_tokens_per_s", "peak_vram_mib"]
-    assert "quality not measured (synthetic weights): no quality axis" in d.notes
+    assert "No quality axis: quality not measured (synthetic weights)" in d.notes
     assert d.pareto == ["awq"]
 
 
@@ -142,7 +142,7 @@ def test_memory_axis_only_when_every_candidate_measured_it():
     _, d, _ = _decide([_gpu("fp16", 0, 100.0, 16000.0, 0.0), ort], require="kl_mean<=1")
     assert [t.metric.key for t in d.pareto_axes] == ["output_tokens_per_s", "kl_mean_nats"]
     assert d.pareto == ["fp16", "ort_int8"]  # not left off for lacking a number the other has
-    assert any(n.startswith("no memory axis: Peak VRAM (largest per-process reading), MiB is not measured for "
+    assert any(n.startswith("No memory axis: Peak VRAM (largest per-process reading), MiB is not measured for "
                             "ort_int8 (NVML lists no process") for n in d.notes), d.notes
 
 

@@ -318,8 +318,11 @@ def _rank(verdicts: list[Verdict], objective: Objective | None) -> tuple[list[Ve
             f"tie between {', '.join(v.column for v in tie)}: their {label} over the repeats overlap ({ranges}), so "
             "the difference is inside the measurement spread")
     n = len(meets)
-    return ranked, [], (f"{lead.column}: best {label} ({fmt(lead.objective)}) of the {n} backend"
-                        f"{'s' if n != 1 else ''} that meet every constraint")
+    best = f"{label} {fmt(lead.objective)}"
+    if n == 1:
+        return ranked, [], f"{lead.column}: the only backend that meets every constraint ({best})"
+    return ranked, [], f"{lead.column}: best {label} ({fmt(lead.objective)}) of the {n} backends that meet every " \
+                       "constraint"
 
 
 def _tied(a: Verdict, b: Verdict) -> bool:
@@ -351,11 +354,11 @@ def _pareto(block: Block, verdicts: list[Verdict], objective: Objective | None) 
         some = next((k for k in keys if any(k in v.cell.values for v in pool)), None)
         if some is None:
             reasons = sorted({v.cell.absent[k] for v in pool for k in keys if k in v.cell.absent})
-            notes.append(f"{name} not measured{' (' + '; '.join(reasons) + ')' if reasons else ''}: no {name} axis")
+            notes.append(f"No {name} axis: {name} not measured{' (' + '; '.join(reasons) + ')' if reasons else ''}")
         else:
             lack = [f"{v.column} ({v.cell.absent.get(some, 'not measured')})" for v in pool
                     if some not in v.cell.values]
-            notes.append(f"no {name} axis: {BY_KEY[some].label} is not measured for {'; '.join(lack)}")
+            notes.append(f"No {name} axis: {BY_KEY[some].label} is not measured for {'; '.join(lack)}")
     front = [v.column for v in pool if not any(_dominates(o, v, axes) for o in pool if o is not v)]
     return front, axes, notes
 
@@ -407,6 +410,8 @@ def verdict_text(d: BlockDecision, v: Verdict) -> str:
         text = f"{v.kind}: {v.why}"
     if v.column in d.pareto:
         text += ", Pareto front"
+    if v.cell.run_note:
+        text += f" ({v.cell.run_note})"
     return text
 
 
