@@ -1,6 +1,7 @@
-"""report.html: plots from records, a self-contained page, and that page rendered by headless Chromium."""
+"""report.html: plots from the table model, a self-contained page, and that page rendered by headless Chromium."""
 from __future__ import annotations
 
+import ast
 import base64
 import os
 import re
@@ -11,22 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from runners.report import html as report_html
 from runners.record.schema import Point, RunRecord
+from runners.report import html as report_html
+from runners.report import plots
+from runners.report.table import build
 
 from .conftest import FAST, ROOT, bench
+from .test_report_fixtures import GPU_ENV, config, record, stat
 
 BLUE = (31, 119, 180)  # matplotlib's C0: the first backend's bars
+CENSUS = "14/15 linear layers quantized (Linear8bitLt x14, Linear x1); 8.5 bits/weight"
 
 
-def _st(median: float, spread: float = 0.1, n: int = 3) -> dict:
-    lo, hi = median * (1 - spread), median * (1 + spread)
-    return {"median": median, "mean": median, "p90": hi, "p99": hi, "min": lo, "max": hi,
-            "cv_pct": spread * 50, "n": n, "samples": [lo, median, hi]}
-
-
-def _gen_point(bs: int, tok_s: float, vram: float) -> Point:
-    return Point(bs, metrics={"ttft_ms": _st(20.0), "output_tokens_per_s": _st(tok_s),
+def _gen_point(bs: int, tok_s: float, vram: float, spread: float = 0.1) -> Point:
+    return Point(bs, metrics={"ttft_ms": stat(20.0, spread), "output_tokens_per_s": stat(tok_s, spread),
                               "peak_allocated_mib": vram, "peak_reserved_mib": vram * 1.1,
                               "peak_process_vram_mib": vram * 1.3, "peak_rss_mib": 900.0},
                  absent={"peak_device_vram_mib": "shared GPU: whole-device reading skipped"})
@@ -34,75 +33,98 @@ def _gen_point(bs: int, tok_s: float, vram: float) -> Point:
 
 def _rec(backend: str, points: list[Point], quality: dict, model: str = "qwen", workload: str = "generate",
          order: int = 0, **kw) -> RunRecord:
-    env = {"device": "cuda", "gpu": {"gpu_name": "NVIDIA H100 80GB HBM3", "capability": "9.0", "driver": "570.1",
-                                     "cuda_runtime": "12.8", "total_vram_mib": 81559},
-           "packages": {"torch": "2.8.0", "transformers": "5.5.0"}, "git": {"commit": "0123456789abcdef"},
-           "python": "3.11.7"}
-    rec = RunRecord(run_id=f"{backend}-{model}", backend=backend, engine="transformers", model=model,
-                    workload=workload, weights="pretrained", device="cuda", points=points, quality=quality,
-                    env=env, order=order, started_at=f"2025-01-01T00:00:0{order}", **kw)
-    rec.summarize_status()
-    return rec
+    return record(backend, points, order=order, model=model, workload=workload, weights="pretrained", device="cuda",
+                  env=GPU_ENV, quality=quality, cfg=config(backend, workload=workload), **kw)
 
 
 def hand_made() -> list[RunRecord]:
     traceback = "Traceback (most recent call last):\n  File \"x.py\", line 1\nRuntimeError: <boom> & more"
     return [
-        _rec("fp16", [_gen_point(1, 100.0, 1000.0), _gen_point(4, 350.0, 1200.0)], {"kl_mean_nats": 0.0}, order=0),
-        _rec("bnb_int8", [_gen_point(1, 60.0, 600.0), _gen_point(4, 200.0, 700.0)], {"kl_mean_nats": 0.012}, order=1),
+        _rec("fp16", [_gen_point(1, 100.0, 1000.0), _gen_point(4, 350.0, 1200.0)], {"kl_mean_nats": 0.0}, order=0,
+             engine_info={"linear_kernels": "Linear x15"}),
+        _rec("bnb_int8", [_gen_point(1, 60.0, 600.0), _gen_point(4, 200.0, 700.0, spread=0.4)],
+             {"kl_mean_nats": 0.012}, order=1,
+             engine_info={"linear_kernels": "Linear x1, Linear8bitLt x14", "census": {"summary": CENSUS}}),
         _rec("awq", [_gen_point(1, 150.0, 400.0),
                      Point(4, status="oom", reason="CUDA out of memory <script>alert(1)</script>")],
-             {"kl_mean_nats": 0.031}, order=2),
-        _rec("gptq", [], {}, status="crash", reason=traceback, order=3),
-        _rec("fp16", [Point(8, metrics={"per_example_ms": _st(10.0), "examples_per_s": _st(800.0),
+             {"kl_mean_nats": 0.031}, order=2, engine="vllm",
+             engine_info={"quantization_method": "auto_awq", "linear_kernels": ["MacheteLinearKernel"]}),
+        _rec("gptq", [Point(1, status="crash", reason=traceback), Point(4, status="crash", reason="not reached")],
+             {}, status="crash", reason=traceback, order=3),
+        _rec("fp16", [Point(8, metrics={"per_example_ms": stat(10.0), "examples_per_s": stat(800.0),
                                         "peak_allocated_mib": 300.0})],
              {"macro_f1_pct": 91.0, "accuracy_pct": 92.0}, model="minilm", workload="classify", order=4),
-        _rec("ort_int8", [Point(8, metrics={"per_example_ms": _st(5.0), "examples_per_s": _st(1600.0)},
+        _rec("ort_int8", [Point(8, metrics={"per_example_ms": stat(5.0), "examples_per_s": stat(1600.0)},
                                 absent={"peak_allocated_mib": "onnxruntime: no torch allocator"})],
-             {"macro_f1_pct": 89.5, "accuracy_pct": 90.0}, model="minilm", workload="classify", order=5),
+             {"macro_f1_pct": 89.5, "accuracy_pct": 90.0}, model="minilm", workload="classify", order=5,
+             engine="onnxruntime", engine_info={"placement": "CPUExecutionProvider: 40/40 nodes"}),
     ]
 
 
-# ---------------------------------------------------------------- unit tests of the data and the plots
+def _block(table, title_part):
+    [block] = [b for b in table.blocks if title_part in b.title]
+    return block
 
-def test_scatter_speed_is_relative_to_baseline_and_marker_is_memory():
-    recs = hand_made()
-    gen = report_html._scatter_data(recs[:4], "fp16")
-    xs = {p["backend"]: p["x"] for p in gen["points"]}
+
+def _never_front(block):
+    return []
+
+
+# ---------------------------------------------------------------- the plots' data
+
+def test_scatter_speed_is_relative_to_baseline_and_front_is_marked():
+    table = build(hand_made())
+    gen = plots.scatter_data(_block(table, "qwen · generate · batch 1"), report_html.pareto_of(None))
+    xs = {p.column: p.x for p in gen.points}
     assert xs == pytest.approx({"fp16": 1.0, "bnb_int8": 0.6, "awq": 1.5})  # tokens/s: higher is faster
-    assert gen["qkey"] == ("kl_mean_nats", False) and gen["bs"] == 1
-    assert gen["mem"] == "peak_process_vram_mib"
-    assert "gptq" in gen["notes"][0]  # crashed: no speed, named instead of plotted
-    cls = report_html._scatter_data(recs[4:], "fp16")
-    assert {p["backend"]: p["x"] for p in cls["points"]} == pytest.approx({"fp16": 1.0, "ort_int8": 2.0})  # ms: lower
-    assert cls["qkey"] == ("macro_f1_pct", True)
-    assert cls["mem"] is None  # ort_int8 has no allocator reading: no marker size made up for it
-    absent = _rec("fp32", [_gen_point(1, 10.0, 1.0)], {"absent": "synthetic weights"})
-    assert "synthetic weights" in report_html._scatter_data([absent], "fp32")
+    assert gen.quality.key == "kl_mean_nats" and gen.memory.key == "peak_vram_mib"
+    assert {p.column for p in gen.points if p.on_front} == {"fp16", "bnb_int8", "awq"}
+    assert "gptq" in gen.notes[0]  # crashed: no speed, named instead of plotted
+    cls = plots.scatter_data(_block(table, "minilm"), _never_front)
+    assert {p.column: p.x for p in cls.points} == pytest.approx({"fp16": 1.0, "ort_int8": 2.0})
+    assert cls.quality.key == "macro_f1_pct"
+    assert cls.memory is None  # ort_int8 has no allocator reading: no marker size made up for it
+    synthetic = build([_rec("fp32", [_gen_point(1, 10.0, 1.0)], {"absent": "synthetic weights"})])
+    assert "synthetic weights" in plots.scatter_data(synthetic.blocks[0], _never_front)
 
 
-def test_absent_metrics_draw_no_bar():
-    recs = hand_made()
-    fig, [ax_speed, ax_mem] = report_html._figure(2)
-    pairs = report_html._groups(recs)[("qwen", "generate", "pretrained", 4)]
-    report_html._speed_axes(ax_speed, pairs, "output_tokens_per_s", True, {r.backend: "C0" for r in recs})
-    assert len(ax_speed.patches) == 2  # fp16 and bnb_int8; awq ran out of memory at batch 4
-    assert "oom" in [t.get_text() for t in ax_speed.texts]
-    kinds = ["peak_allocated_mib", "peak_rss_mib"]
-    report_html._memory_axes(ax_mem, pairs, kinds, {r.backend: "C0" for r in recs})
+def test_dominated_backend_is_off_the_front():
+    recs = hand_made()[:3] + [_rec("slow", [_gen_point(1, 40.0, 2000.0, spread=0.01)], {"kl_mean_nats": 0.5},
+                                   order=9)]
+    gen = plots.scatter_data(_block(build(recs), "qwen · generate · batch 1"), report_html.pareto_of(None))
+    assert {p.column: p.on_front for p in gen.points}["slow"] is False
+
+
+def test_absent_metrics_draw_no_bar_and_kl_axis_stays_non_negative():
+    table = build(hand_made())
+    block = _block(table, "qwen · generate · batch 4")
+    fig, [ax_speed, ax_mem, ax_q] = plots_figure(3)
+    m = plots.speed_metric(block)
+    plots.speed_axes(ax_speed, block, m, plots.colors(table))
+    assert len(ax_speed.patches) == 2  # fp16 and bnb_int8; awq ran out of memory, gptq crashed
+    assert {"oom", "crash"} <= {t.get_text() for t in ax_speed.texts}
+    kinds = [k for k in plots.memory_kinds(block) if k.key in ("peak_allocated_mib", "peak_rss_mib")]
+    plots.memory_axes(ax_mem, block, kinds, plots.colors(table))
     assert len(ax_mem.patches) == 4  # 2 kinds x 2 backends that measured them
+    alone = build([_rec("fp16", [_gen_point(1, 100.0, 1000.0)], {"kl_mean_nats": 0.0})])
+    d = plots.scatter_data(alone.blocks[0], _never_front)
+    plots.scatter_axes(ax_q, d, plots.colors(alone))
+    assert ax_q.get_ylim()[0] == 0  # KL is never negative: the axis does not pretend it could be
 
 
-def test_markdown_table_becomes_html_table():
-    out = report_html.markdown_to_html("Baseline: **fp16** (x).\n\n### m · g, batch 1\n\n| | fp16 | a<b |\n"
-                                       "|---|---|---|\n| TTFT, ms | 1.00 | 2.00 (+100%) |\n")
-    assert "<b>fp16</b>" in out and "<h3>m · g, batch 1</h3>" in out
-    assert "<th>a&lt;b</th>" in out and '<td class="num">2.00 (+100%)</td>' in out
-    assert "|" not in out
+def plots_figure(n):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
+    fig = Figure()
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(1, n).tolist()
+
+
+# ---------------------------------------------------------------- the page
 
 def test_hand_made_report(tmp_path):
-    path = report_html.write(tmp_path, hand_made(), "fp16")
+    path = report_html.write(tmp_path, build(hand_made()))
     page = path.read_text()
     for name in ("speed", "memory", "quality", "scaling"):
         assert (tmp_path / "plots" / f"{name}.png").stat().st_size > 5000
@@ -111,21 +133,60 @@ def test_hand_made_report(tmp_path):
     assert "RuntimeError: &lt;boom&gt; &amp; more" in page  # the full traceback, escaped
     failures = page.split("<h2>Failed runs</h2>")[1].split("<h2>")[0]
     assert re.search(r"awq</td>.*?<td>4</td><td class=\"bad\">oom</td>", failures)
-    assert re.search(r"gptq</td>.*?<td>all</td><td class=\"bad\">crash</td>", failures)
+    assert re.search(r"gptq</td>.*?<td>1</td><td class=\"bad\">crash</td>", failures)
     assert "NVIDIA H100 80GB HBM3" in page and "0123456789ab" in page and "570.1" in page
-    assert "<th>awq</th>" in page  # the vs-baseline table
+    assert "<title>quantbench: qwen, minilm — fp16 vs bnb_int8 vs awq vs gptq vs ort_int8 on NVIDIA H100" in page
+    # rendered from the model: what markdown cannot carry is there
+    assert "<th>awq</th>" in page and CENSUS in page and "MacheteLinearKernel" in page and "auto_awq" in page
+    assert "CPUExecutionProvider: 40/40 nodes" in page and "<td>vllm</td>" in page
+    assert '<tr class="noisy"><th>Output tokens/s</th>' in page  # bnb_int8 batch 4 varies by ~25%
+    assert re.search(r'title="median [^"]+; min–max [^"]+; CV [\d.]+%; n=5"', page)
+    assert '<span class="ns">n.s.</span>' in page
+    assert "|" not in page.split("<h2>Results vs baseline</h2>")[1].split("<h2>")[0]  # no markdown left over
+
+
+def test_hand_made_report_in_browser(tmp_path):
+    chromium()
+    path = report_html.write(tmp_path, build(hand_made()))
     _check_in_browser(path, tmp_path, ["fp16", "bnb_int8", "awq", "ort_int8", "gptq"], images=4)
 
 
 def test_importing_stays_light():
-    code = "import sys, runners.report.html; print(sorted(m for m in ('matplotlib', 'torch') if m in sys.modules))"
+    code = "import sys, runners.report.html, runners.report.outputs; " \
+           "print(sorted(m for m in ('matplotlib', 'torch') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_report_modules_use_no_private_names_and_no_cycles():
+    folder = ROOT / "runners" / "report"
+    graph: dict[str, set[str]] = {}
+    for path in folder.glob("*.py"):
+        mod = f"runners.report.{path.stem}"
+        graph[mod] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                for alias in node.names:
+                    assert not alias.name.startswith("_"), f"{mod} imports private {node.module}.{alias.name}"
+                    target = f"{node.module}.{alias.name}" if node.module == "runners.report" else node.module
+                    if target.startswith("runners.report."):
+                        graph[mod].add(target)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.attr.startswith("_") \
+                    and not node.attr.startswith("__") and node.value.id in {"plots", "choose", "markdown", "table"}:
+                raise AssertionError(f"{mod} uses private {node.value.id}.{node.attr}")
+
+    def visit(mod, stack):
+        assert mod not in stack, f"import cycle: {' -> '.join(stack + [mod])}"
+        for dep in graph.get(mod, ()):
+            visit(dep, stack + [mod])
+    for mod in graph:
+        visit(mod, [])
 
 
 # ---------------------------------------------------------------- a real sweep, rendered by Chromium
 
 def test_sweep_report_renders_in_browser(tmp_path):
+    chromium()  # before the sweep: no browser, no point running it
     sweep = tmp_path / "sweep"
     bench("-m", "backend=fp32,bnb_int8", *FAST, "workload.batch_sizes=[1,2]", f"hydra.sweep.dir={sweep}", check=True)
     page = (sweep / "report.html").read_text()

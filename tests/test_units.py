@@ -1,4 +1,4 @@
-"""Pure pieces: statistics, relative-% math, records, table columns."""
+"""Pure pieces: statistics, clocks, records, roofline, energy (the report's are in tests/test_report_*.py)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,6 @@ import pytest
 
 from runners.record.schema import Point, RunRecord
 from runners.record.store import find_records, read_record, write_record
-from runners.report.table import markdown, relative_pct, rows, split_unit
 from backends.contract import HostClock, StepTimer
 from runners.measure.stats import Stat, percentile
 
@@ -29,14 +28,6 @@ def test_percentile_edges():
     assert percentile([3.0], 99) == 3.0
     with pytest.raises(ValueError):
         percentile([], 50)
-
-
-def test_relative_pct_matches_published_table():
-    # "Encoder latency, ms/example | 2.31 | 5.80 (+151%) | 3.19 (+38%)"
-    assert round(relative_pct(5.80, 2.31)) == 151
-    assert round(relative_pct(3.19, 2.31)) == 38
-    assert round(relative_pct(0.59, 0.41)) == 44
-    assert relative_pct(1.0, 0.0) is None
 
 
 def test_step_timer_with_fake_clock():
@@ -65,39 +56,6 @@ def _record(backend, order, value, status="ok", bs=1):
               if status == "ok" else {}, reason=None if status == "ok" else "CUDA out of memory")
     return RunRecord(run_id=f"{backend}-{bs}", backend=backend, engine="transformers", model="m", workload="classify",
                      weights="synthetic", device="cuda", order=order, points=[p])
-
-
-def test_markdown_table_in_published_style():
-    recs = [_record("fp16", 0, 2.31), _record("bnb_int8", 1, 5.80), _record("bnb_nf4", 2, 3.19)]
-    md = markdown(recs)
-    assert "| | fp16 | bnb_int8 | bnb_nf4 |" in md
-    assert "| Latency, ms/example | 2.31 | 5.80 (+151%) | 3.19 (+38%) |" in md
-    assert "Baseline: **fp16**" in md
-
-
-def test_markdown_baseline_override_and_failure_cell():
-    recs = [_record("fp16", 0, 2.0), _record("bnb_int8", 1, 4.0, status="oom")]
-    md = markdown(recs, baseline="bnb_int8")
-    assert "Baseline: **bnb_int8**" in md
-    assert "| Latency, ms/example | 2.00 | oom |" in md
-    assert "oom: CUDA out of memory" in md
-    with pytest.raises(SystemExit, match="not in this sweep; backends: fp16, bnb_int8"):
-        markdown(recs, baseline="fp8")
-
-
-def test_csv_columns_carry_units():
-    out = rows([_record("fp16", 0, 2.0)])
-    metric_cols = set(out[0]) - {"backend", "model", "workload", "batch_size", "weights", "device", "engine",
-                                 "status", "reason"}
-    assert "per_example_ms" in metric_cols and "per_example_p90_ms" in metric_cols
-    for col in metric_cols:
-        assert col.endswith(("_ms", "_s", "_per_s", "_mib", "_pct", "_n")), col
-
-
-def test_split_unit():
-    assert split_unit("output_tokens_per_s") == ("output_tokens", "_per_s")
-    assert split_unit("ttft_ms") == ("ttft", "_ms")
-    assert split_unit("load_s") == ("load", "_s")
 
 
 def test_record_roundtrip_and_atomic_write(tmp_path):

@@ -1,35 +1,100 @@
-"""Records -> every output file of a results folder (table.md, table.csv, rows.jsonl, results.jsonl, report.html)."""
+"""Records -> every output file of a results folder, built from one table model:
+table.md, table.csv, rows.jsonl (flat rows), results.jsonl (the records), report.html and plots/."""
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from runners.record.schema import RunRecord
-from runners.record.store import find_records
+from runners.record.store import find_records, scan
+from runners.report import choose, csvjson, markdown
+from runners.report.table import Table, build, configured
+
+FILES = {"table": "table.md", "csv": "table.csv", "rows": "rows.jsonl", "records": "results.jsonl",
+         "report": "report.html"}
 
 
 @dataclass
 class Written:
     markdown: str
     paths: dict[str, Path] = field(default_factory=dict)
+    decision: choose.Decision | None = None
+    problems: list[str] = field(default_factory=list)  # e.g. constraints that could not be read
 
     def files(self) -> list[tuple[str, Path]]:
         return list(self.paths.items())
 
 
-def markdown_for(root: Path, records: list[RunRecord], baseline: str | None) -> str:
-    from runners.report.table import markdown
+@dataclass
+class Report:
+    table: Table
+    decision: choose.Decision | None
+    problems: list[str]
 
-    return markdown(records, baseline)
+    def markdown(self) -> str:
+        text = markdown.document(self.table, self.decision)
+        if self.problems:
+            head, _, rest = text.partition("\n\n")
+            text = head + "\n\n" + "".join(f"**Not applied:** {p}\n\n" for p in self.problems) + rest
+        return text
+
+
+def constraints_for(records: list[RunRecord], require: str | None, maximize: str | None,
+                    minimize: str | None) -> tuple[list[choose.Constraint], choose.Objective | None, bool]:
+    """Constraints and objective from the arguments, else from the records' `report.*` config; raises
+    choose.ConstraintError. The flag says whether any were asked for."""
+    if require is None and maximize is None and minimize is None:
+        require, maximize, minimize = (configured(records, k) for k in ("require", "maximize", "minimize"))
+    asked = any(v not in (None, "") for v in (require, maximize, minimize))
+    return choose.parse_constraints(require), choose.parse_objective(maximize, minimize), asked
+
+
+def build_report(root: Path, records: list[RunRecord] | None = None, baseline: str | None = None,
+                 require: str | None = None, maximize: str | None = None, minimize: str | None = None) -> Report:
+    found = scan(root)
+    if records is None:
+        records = found.records
+    table = build(records, baseline, root, found.damaged)
+    problems: list[str] = []
+    decision = None
+    try:
+        constraints, objective, asked = constraints_for(records, require, maximize, minimize)
+        if asked:
+            decision = choose.decide(table, constraints, objective)
+    except choose.ConstraintError as exc:
+        problems.append(str(exc))
+    return Report(table, decision, problems)
+
+
+def markdown_for(root: Path, records: list[RunRecord], baseline: str | None) -> str:
+    return build_report(Path(root), records, baseline).markdown()
+
+
+def write_report(root: Path, report: Report, html: bool = True) -> Written:
+    root = Path(root)
+    text = report.markdown()
+    paths = {k: root / name for k, name in FILES.items()}
+    paths["table"].write_text(text)
+    rows = csvjson.flat_rows(report.table)
+    csvjson.write_csv(paths["csv"], report.table, rows)
+    csvjson.write_rows_jsonl(paths["rows"], rows)
+    csvjson.write_records_jsonl(paths["records"], report.table)
+    if html and report.table.records:
+        from runners.report import html as html_writer  # matplotlib only when a page is wanted
+
+        html_writer.write(root, report.table, report.decision)
+    else:
+        paths.pop("report")
+    return Written(text, paths, report.decision, report.problems)
 
 
 def write_outputs(root: Path, baseline: str | None = None, html: bool = True,
                   records: list[RunRecord] | None = None) -> Written:
-    from runners.report.table import write_outputs as legacy
-
-    records = find_records(root) if records is None else records
-    md = legacy(root, baseline, html)
-    paths = {"table": root / "table.md", "csv": root / "table.csv", "records": root / "results.jsonl"}
-    if html and (root / "report.html").exists():
-        paths["report"] = root / "report.html"
-    return Written(md, paths)
+    """Rebuild every output of `root` from its records (or the `records` given, already read from it)."""
+    if records is None:
+        records = find_records(Path(root))  # warns about each damaged record file
+    report = build_report(Path(root), records, baseline)
+    for problem in report.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    return write_report(root, report, html)

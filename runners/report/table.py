@@ -1,293 +1,509 @@
-"""Records -> table.csv / table.md / results.jsonl (and report.html): the only reader of records.
+"""The table model: a results folder's records as cells and blocks, built once; every writer renders it.
 
-`python -m runners.report SWEEP_DIR [--baseline NAME]` rebuilds everything from stored records.
-Every number shown comes from a record; a metric a run could not measure shows its reason.
+- A **cell** is one run × one batch size (a record with no batch size at all — a config rejected before
+  planning — is one cell too). It holds every registry metric the run measured, with its spread, and
+  for every applicable metric it did not measure the reason; never both. A failed run or batch size
+  is a cell with its status and reason.
+- A **parameter** is a config value that differs between runs of the folder: workload, quality and
+  other top-level fields, and model or backend fields that differ between runs of the same model or
+  backend name (a backend's own options differ from another backend's by design: those are the
+  columns). Each is a CSV column and part of its block's title.
+- A **block** is model × workload × weights × device × batch size × parameter values: metrics down,
+  backends across, each compared with the block's baseline cell. Cells that lack a parameter or a
+  batch size (a run that failed before planning) join every block they fit, so they are never lost.
+- The **baseline** is `report.baseline` when given, else the first backend of the sweep
+  (`sweep.json`), else the first run's. It is never switched silently: when its record is missing or
+  damaged, the table says so and shows no relative change.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runners.record.schema import RunRecord
-from runners.record.store import find_records
+from runners.record.schema import Point, RunRecord
+from runners.report import environment
+from runners.report.metrics import INFO, METRICS, VRAM_READINGS, Metric, info_text, is_number
+from runners.report.spread import Spread, within_spread
 
-ID_COLUMNS = ["backend", "model", "workload", "batch_size", "weights", "device", "engine", "status", "reason"]
-# Stat metrics, in table order. Each is (key, label); the key ends in its unit.
-STAT_METRICS = [
-    ("ttft_ms", "TTFT, ms"),
-    ("tpot_ms", "Decode time per output token (TPOT), ms"),
-    ("e2e_ms", "End-to-end latency per request, ms"),
-    ("output_tokens_per_s", "Output tokens/s"),
-    ("per_example_ms", "Latency, ms/example"),
-    ("examples_per_s", "Examples/s"),
-    ("batch_ms", "Latency per batch, ms"),
-    ("total_tokens_per_s", "Total (prompt + output) tokens/s"),
-    ("requests_per_s", "Requests/s"),
-]
-MEMORY_METRICS = [
-    ("peak_allocated_mib", "Peak VRAM (torch allocator), MiB"),
-    ("peak_reserved_mib", "Peak VRAM (torch reserved), MiB"),
-    ("peak_process_vram_mib", "Peak VRAM (NVML, process tree), MiB"),
-    ("peak_device_vram_mib", "Peak VRAM (NVML, whole device), MiB"),
-    ("peak_rss_mib", "Peak host RSS, MiB"),
-]
-EFFICIENCY_METRICS = [
-    ("energy_per_output_token_mj", "Energy per output token (whole GPU), mJ"),
-    ("energy_per_example_mj", "Energy per example (whole GPU), mJ"),
-    ("decode_weight_bandwidth_gb_per_s", "Batch-1 decode weight bandwidth, GB/s"),
-    ("decode_weight_bandwidth_of_peak_pct", "Batch-1 decode weight bandwidth, % of GPU peak"),
-]
-LOAD_METRICS = [
-    ("load_s", "Load time, s"),
-    ("weights_mib", "Weights (engine-reported), MiB"),
-    ("kv_cache_mib", "KV cache (engine-reported), MiB"),
-]
-QUALITY_METRICS = [
-    ("kl_mean_nats", "KL vs reference, mean (nats)"),
-    ("kl_p99_nats", "KL vs reference, p99 (nats)"),
-    ("top1_agreement_pct", "Top-1 agreement vs reference, %"),
-    ("identical_generations_pct", "Identical greedy generations, %"),
-    ("perplexity", "Perplexity"),
-    ("accuracy_pct", "Accuracy, %"),
-    ("macro_f1_pct", "Macro-F1, %"),
-]
-# What the engine really ran (text, no relative %): where silent fallbacks show.
-INFO_ROWS = [
-    ("placement", "Node placement (execution providers)"),
-    ("quantization_method", "Quantization method, as run"),
-    ("linear_kernels", "Linear kernels, as run"),
-]
-_SUFFIXES = ("_per_s", "_ms", "_mib", "_mj", "_j", "_s", "_pct", "_nats")
+SWEEP_FILE = "sweep.json"
+ROUNDED_TO_ZERO = "recorded as 0: smaller than the precision its writer rounded it to"
+# Config paths that never make a parameter: the block's own coordinates, and report/run plumbing.
+_COORDINATES = {"weights", "device", "task", "resume", "model.name", "model.description", "workload.kind",
+                "workload.batch_sizes", "backend.name", "backend.engine", "backend.description"}
+_PLUMBING_PREFIXES = ("report.", "hydra.")
+# A parameter under these sections varies only between runs of the same backend / model / workload.
+_SCOPED = ("backend", "model", "workload")
 
 
-def split_unit(key: str) -> tuple[str, str]:
-    """'ttft_ms' -> ('ttft', '_ms'); so spread columns read 'ttft_p90_ms' and keep their unit last."""
-    for suf in _SUFFIXES:
-        if key.endswith(suf):
-            return key[: -len(suf)], suf
-    return key, ""
+# -- parameters ---------------------------------------------------------------------------------
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'workload': {'new_tokens': 4}} -> {'workload.new_tokens': 4}; lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{path}."))
+        else:
+            out[path] = value
+    return out
+
+
+def _canon(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def param_text(value: Any) -> str:
+    """How a parameter value reads in a title: 4, true, [q_proj,k_proj], null."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(param_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{param_text(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Param:
+    path: str  # dotted config path, the CSV column: workload.new_tokens
+    short: str  # in titles: new_tokens (the shortest suffix no other parameter shares)
+
+
+def _scope(record: RunRecord, path: str) -> str:
+    head = path.split(".", 1)[0]
+    return f"{head}={getattr(record, head)}" if head in _SCOPED else "all"
+
+
+def varying(records: list[RunRecord]) -> tuple[list[Param], dict[str, set[str]]]:
+    """The parameters of a folder, and per parameter the scopes (e.g. `backend=fp32`) where it varies."""
+    flats = [(r, flatten(r.config)) for r in records if r.config]
+    paths = list(dict.fromkeys(p for _, f in flats for p in f))
+    found: list[str] = []
+    scopes: dict[str, set[str]] = {}
+    for path in paths:
+        if path in _COORDINATES or path.startswith(_PLUMBING_PREFIXES):
+            continue
+        seen: dict[str, set[str]] = {}
+        for rec, flat in flats:
+            seen.setdefault(_scope(rec, path), set()).add(_canon(flat.get(path)))
+        where = {s for s, values in seen.items() if len(values) > 1}
+        if where:
+            found.append(path)
+            scopes[path] = where
+    return [Param(p, _short(p, found)) for p in found], scopes
+
+
+def _short(path: str, paths: list[str]) -> str:
+    parts = path.split(".")
+    for n in range(1, len(parts) + 1):
+        tail = ".".join(parts[-n:])
+        if not any(o != path and (o == tail or o.endswith("." + tail)) for o in paths):
+            return tail
+    return path
+
+
+# -- cells ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Measured:
+    value: float
+    spread: Spread | None = None
+
+
+@dataclass
+class Cell:
+    record: RunRecord
+    point: Point | None
+    status: str
+    reason: str | None
+    values: dict[str, Measured] = field(default_factory=dict)
+    absent: dict[str, str] = field(default_factory=dict)  # applicable metric -> why it is not measured
+    # Absent keys whose reason is only the registry's default (the record said nothing): such a row is
+    # left out of a block rather than footnoted when no cell measured it.
+    implicit: set[str] = field(default_factory=set)
+    info: dict[str, str] = field(default_factory=dict)
+    block_params: dict[str, Any] = field(default_factory=dict)  # parameters that place it in a block
+    params: dict[str, Any] = field(default_factory=dict)  # every parameter's value in its config
+    run_note: str | None = None  # an ok batch size of a run that then failed
+
+    @property
+    def backend(self) -> str:
+        return self.record.backend
+
+    @property
+    def batch_size(self) -> int | None:
+        return self.point.batch_size if self.point is not None else None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def value(self, key: str) -> float | None:
+        got = self.values.get(key)
+        return got.value if got else None
+
+    def status_text(self, width: int = 160) -> str:
+        if self.ok:
+            return "ok" + (f" ({self.run_note})" if self.run_note else "")
+        lines = [ln.strip() for ln in (self.reason or "").strip().splitlines() if ln.strip()]
+        if not lines:
+            return self.status
+        # A traceback says what happened on its last line, not its first.
+        line = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+        return f"{self.status}: {line[:width]}"
+
+
+def _task(record: RunRecord) -> str | None:
+    config = record.config if isinstance(record.config, dict) else {}
+    return config.get("task") or (config.get("model") or {}).get("task")
+
+
+def _applies(m: Metric, task: str | None) -> bool:
+    return m.task is None or task is None or m.task == task
+
+
+def _raw(m: Metric, record: RunRecord, point: Point | None) -> Any:
+    if m.source in ("repeats", "point"):
+        return point.metrics.get(m.key) if point is not None and point.status == "ok" else None
+    if m.source == "run":
+        return record.load.get(m.key)
+    if m.source == "quality":
+        return record.quality.get(m.key)
+    return None
+
+
+def _measured(m: Metric, raw: Any) -> Measured | None:
+    spread = Spread.of(raw, m.better)
+    if m.source == "repeats":
+        return Measured(spread.median, spread) if spread else None
+    if spread is not None:  # a plain metric stored as a Stat dict reads as its median
+        return Measured(spread.median)
+    return Measured(float(raw)) if is_number(raw) else None
+
+
+def _why(m: Metric, record: RunRecord, point: Point | None) -> tuple[str, bool]:
+    """(reason, explicit): why `m` is absent from this cell; explicit when the record says so."""
+    per_point = m.source in ("repeats", "point", "derived")
+    if per_point and point is None:
+        return record.status, True
+    if per_point and point.status != "ok":
+        return point.status, True
+    if per_point and m.key in point.absent:
+        return point.absent[m.key], True
+    if m.source == "derived" and point is not None:
+        why = [point.absent[k] for k in VRAM_READINGS if k in point.absent]
+        return (why[0] if why else m.absent_default), bool(why)
+    if m.source == "quality":
+        q = record.quality or {}
+        why = (q.get("absent_metrics") or {}).get(m.key) or q.get("absent")
+        if why:
+            return str(why), True
+        if record.status not in ("ok", "partial") and not q:
+            return f"the run ended ({record.status}) before quality was measured", True
+    if m.source == "run" and record.status not in ("ok", "partial") and not record.load:
+        return f"the run ended ({record.status}) before it loaded", True
+    return m.absent_default, False
+
+
+def make_cell(record: RunRecord, point: Point | None) -> Cell:
+    status = point.status if point is not None else record.status
+    reason = point.reason if point is not None else record.reason
+    cell = Cell(record, point, status, reason)
+    if point is not None and status == "ok" and record.status not in ("ok", "partial"):
+        cell.run_note = f"the run then ended: {record.status}"
+    task = _task(record)
+    applicable = [m for m in METRICS if _applies(m, task)]
+    # Derived metrics last: they read the measured ones of this cell.
+    for m in sorted(applicable, key=lambda m: m.source == "derived"):
+        got = _derived(m, cell) if m.source == "derived" else _measured(m, _raw(m, record, point))
+        if got is not None and m.positive and got.value == 0:
+            cell.absent[m.key] = ROUNDED_TO_ZERO
+            continue
+        if got is not None:
+            cell.values[m.key] = got
+            continue
+        why, explicit = _why(m, record, point)
+        cell.absent[m.key] = why
+        if not explicit:
+            cell.implicit.add(m.key)
+    for info in INFO:
+        text = info_text(info.get(record))
+        if text:
+            cell.info[info.key] = text
+    return cell
+
+
+def _derived(m: Metric, cell: Cell) -> Measured | None:
+    """peak_vram_mib: the largest per-process VRAM reading this batch size measured."""
+    readings = [cell.values[k].value for k in VRAM_READINGS if k in cell.values]
+    return Measured(max(readings)) if readings else None
+
+
+# -- blocks ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Comparison:
+    rel_pct: float | None  # (cell - baseline) / baseline, %
+    within_spread: bool | None  # True: n.s.; None: no spread to judge by
+
+
+def relative_pct(value: float, base: float) -> float | None:
+    return None if base == 0 else (value - base) / base * 100.0
+
+
+@dataclass
+class Block:
+    model: str
+    workload: str
+    weights: str
+    device: str
+    batch_size: int | None
+    params: dict[str, Any]  # parameter path -> value
+    shorts: dict[str, str]  # parameter path -> short name
+    cells: list[Cell] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)  # header per cell
+    baseline: Cell | None = None
+    baseline_note: str | None = None  # why there is no relative change here
+
+    @property
+    def title(self) -> str:
+        parts = [self.model, self.workload]
+        if self.batch_size is not None:
+            parts.append(f"batch {self.batch_size}")
+        parts += [f"{self.shorts[p]}={param_text(v)}" for p, v in self.params.items()]
+        parts += [f"{self.weights} weights", self.device]
+        return " · ".join(parts)
+
+    def measured(self) -> list[Metric]:
+        """Registry metrics at least one cell of this block measured, in registry order."""
+        return [m for m in METRICS if any(m.key in c.values for c in self.cells)]
+
+    def not_measured(self) -> dict[str, list[Metric]]:
+        """reason -> metrics no cell measured, from the reasons the records give (failed cells aside)."""
+        shown = {m.key for m in self.measured()}
+        out: dict[str, list[Metric]] = {}
+        for m in METRICS:
+            if m.key in shown:
+                continue
+            for c in self.cells:
+                if c.ok and m.key in c.absent and m.key not in c.implicit:
+                    group = out.setdefault(c.absent[m.key], [])
+                    if m not in group:
+                        group.append(m)
+        return out
+
+    def compare(self, cell: Cell, key: str) -> Comparison | None:
+        base = self.baseline
+        if base is None or cell is base:
+            return None
+        a, b = cell.values.get(key), base.values.get(key)
+        if a is None or b is None:
+            return None
+        return Comparison(relative_pct(a.value, b.value), within_spread(a.spread, b.spread))
+
+    def noisy(self, key: str) -> list[tuple[str, float]]:
+        """(column, cv %) of the cells whose repeats of `key` vary more than the noisy threshold."""
+        out = []
+        for col, c in zip(self.columns, self.cells):
+            got = c.values.get(key)
+            if got and got.spread and got.spread.noisy:
+                out.append((col, got.spread.cv_pct))
+        return out
+
+    def info_rows(self) -> list[tuple[str, str, list[str | None]]]:
+        """(key, label, text per cell) of every info row some cell has."""
+        rows = []
+        for info in INFO:
+            texts = [c.info.get(info.key) for c in self.cells]
+            if any(texts):
+                rows.append((info.key, info.label, texts))
+        return rows
+
+
+@dataclass
+class Table:
+    title: str
+    cells: list[Cell]
+    blocks: list[Block]
+    params: list[Param]
+    backends: list[str]  # column order
+    baseline: str | None
+    baseline_source: str
+    baseline_problem: str | None  # the baseline's record is missing or damaged
+    damaged: list[tuple[str, str]]  # (path, why) of record files that could not be read
+    environment: list[tuple[str, str]]
+    runs: list[environment.RunEnv]
+    records: list[RunRecord]
 
 
 def _order(rec: RunRecord) -> tuple:
     return (rec.order, rec.started_at)
 
 
-def rows(records: list[RunRecord]) -> list[dict[str, Any]]:
-    """One row per run x batch size (a failed run with no points still gets one row)."""
-    out = []
+def _consistent(small: dict[str, str], big: dict[str, str]) -> bool:
+    return all(big.get(k, v) == v for k, v in small.items())
+
+
+def read_sweep_backends(root: Path | None) -> list[str]:
+    """The backends a sweep was started with, in the order given (runners/sweep.py writes sweep.json)."""
+    if root is None:
+        return []
+    try:
+        data = json.loads((Path(root) / SWEEP_FILE).read_text())
+    except (OSError, ValueError):
+        return []
+    backends = data.get("backends") if isinstance(data, dict) else None
+    return [str(b) for b in backends] if isinstance(backends, list) else []
+
+
+def configured(records: list[RunRecord], key: str) -> Any:
+    """`report.<key>` from the first record whose config sets it."""
     for rec in sorted(records, key=_order):
-        base = {"backend": rec.backend, "model": rec.model, "workload": rec.workload, "weights": rec.weights,
-                "device": rec.device, "engine": rec.engine}
-        extra = _run_level(rec)
-        points = rec.points or [None]
-        for p in points:
-            row = dict(base, batch_size=p.batch_size if p else None)
-            if p is None:
-                row.update(status=rec.status, reason=rec.reason)
-            else:
-                row.update(status=p.status, reason=p.reason)
-                for key, _ in STAT_METRICS:
-                    st = p.metrics.get(key)
-                    if isinstance(st, dict):
-                        name, unit = split_unit(key)
-                        row[key] = st["median"]
-                        for q in ("p90", "p99", "min", "max"):
-                            row[f"{name}_{q}{unit}"] = st[q]
-                        row[f"{name}_cv_pct"] = st["cv_pct"]
-                        row[f"{name}_n"] = st["n"]
-                for key, _ in MEMORY_METRICS + EFFICIENCY_METRICS:
-                    if key in p.metrics:
-                        row[key] = p.metrics[key]
-            row.update(extra)
-            out.append(row)
-    return out
-
-
-def _run_level(rec: RunRecord) -> dict[str, Any]:
-    d: dict[str, Any] = {}
-    for key, _ in LOAD_METRICS:
-        if isinstance(rec.load.get(key), (int, float)):
-            d[key] = rec.load[key]
-    for key, _ in QUALITY_METRICS:
-        if isinstance(rec.quality.get(key), (int, float)):
-            d[key] = rec.quality[key]
-    info = rec.engine_info or {}
-    for key, _ in INFO_ROWS:
-        if info.get(key):
-            d[key] = info[key] if isinstance(info[key], str) else ", ".join(map(str, info[key])) \
-                if isinstance(info[key], list) else json.dumps(info[key])
-    return d
-
-
-def relative_pct(value: float, base: float) -> float | None:
-    if base == 0:
-        return None
-    return (value - base) / base * 100.0
-
-
-def _fmt(v: float) -> str:
-    a = abs(v)
-    if a >= 1000:
-        return f"{v:,.0f}"
-    if a >= 100:
-        return f"{v:.1f}"
-    if a >= 1:
-        return f"{v:.2f}"
-    return f"{v:.3g}"
-
-
-def _cell(rec: RunRecord, row: dict | None, key: str, base_val: float | None, is_base: bool) -> str:
-    val = row.get(key) if row else None
-    if isinstance(val, (int, float)):
-        text = _fmt(val)
-        rel = relative_pct(val, base_val) if base_val is not None and not is_base else None
-        return text + (f" ({rel:+.0f}%)" if rel is not None else "")
-    why = _absent_reason(rec, row, key)
-    if why:
-        return f"n/a ({why})"
-    status = (row or {}).get("status", rec.status)
-    return status if status != "ok" else "—"
-
-
-def _absent_reason(rec: RunRecord, row: dict | None, key: str) -> str | None:
-    for p in rec.points:
-        if row is not None and p.batch_size == row.get("batch_size") and key in p.absent:
-            return p.absent[key]
-    if key in (rec.quality.get("absent_metrics") or {}):
-        return rec.quality["absent_metrics"][key]
-    if key in dict(QUALITY_METRICS) and rec.quality.get("absent"):
-        return rec.quality["absent"]
+        value = ((rec.config or {}).get("report") or {}).get(key)
+        if value not in (None, ""):
+            return value
     return None
 
 
-def pick_baseline(records: list[RunRecord], baseline: str | None) -> str | None:
-    names = [r.backend for r in sorted(records, key=_order)]
-    if baseline:
-        if baseline not in names:
-            raise SystemExit(f"report.baseline={baseline!r} is not in this sweep; backends: {', '.join(dict.fromkeys(names))}")
-        return baseline
-    return names[0] if names else None
+def resolve_baseline(records: list[RunRecord], given: str | None, sweep_backends: list[str],
+                     damaged: list[tuple[str, str]]) -> tuple[str | None, str, str | None]:
+    """(baseline name, where it came from, problem) — a missing baseline is named, never replaced."""
+    from_config = configured(records, "baseline")
+    if given:
+        name, source = given, "--baseline / report.baseline"
+    elif from_config:
+        name, source = str(from_config), "report.baseline"
+    elif sweep_backends:
+        name, source = sweep_backends[0], "the sweep's first backend (sweep.json)"
+    elif records:
+        name, source = sorted(records, key=_order)[0].backend, "the first run's backend"
+    else:
+        return None, "", None
+    if any(r.backend == name for r in records):
+        return name, source, None
+    mine = [(p, why) for p, why in damaged if f"backend={name}" in str(p).replace(",", "/").split("/")]
+    if mine:
+        path, why = mine[0]
+        return name, source, f"the baseline {name}'s record {path} is damaged ({why}): no relative change is shown"
+    if damaged:
+        return name, source, (f"the baseline {name} has no readable record; {len(damaged)} record file(s) are "
+                              f"damaged and one may be it: no relative change is shown")
+    backends = ", ".join(dict.fromkeys(r.backend for r in records))
+    return name, source, f"the baseline {name} has no record in this folder (backends: {backends})"
 
 
-def markdown(records: list[RunRecord], baseline: str | None = None) -> str:
-    """Published-table style: one block per model x workload x batch size; metrics down, backends across."""
-    if not records:
-        return "_no records_\n"
-    baseline = pick_baseline(records, baseline)
-    all_rows = rows(records)
-    # One record per backend within a model x workload x weights cell (newest wins upstream).
-    recs = {(r.backend, r.model, r.workload, r.weights): r for r in sorted(records, key=_order)}
-    backends = list(dict.fromkeys(r["backend"] for r in all_rows))
-    measured_cells = {(r["model"], r["workload"], r["weights"]) for r in all_rows if r["batch_size"] is not None}
-    # A run that failed before its first batch size has no batch size: it is shown in every block
-    # of its model x workload, and only gets a block of its own when nothing else ran there.
-    groups = list(dict.fromkeys(
-        (r["model"], r["workload"], r["weights"], r["batch_size"]) for r in all_rows
-        if r["batch_size"] is not None or (r["model"], r["workload"], r["weights"]) not in measured_cells))
-    out = [f"Baseline: **{baseline}** (relative change in parentheses).\n"]
-    for model, workload, weights, bs in groups:
-        cell = (model, workload, weights)
-        sel = {r["backend"]: r for r in all_rows if (r["model"], r["workload"], r["weights"], r["batch_size"]) == (*cell, bs)}
-        failed_whole = {b for b in backends if b not in sel and any(
-            rr["backend"] == b and rr["batch_size"] is None and (rr["model"], rr["workload"], rr["weights"]) == cell
-            for rr in all_rows)}
-        cols = [b for b in backends if b in sel or b in failed_whole]
-        rec_of = {b: recs[(b, *cell)] for b in cols}
-        devices = [d for d in dict.fromkeys(rec_of[b].device for b in cols) if d != "auto"]
-        device = "/".join(devices) or "auto"
-        bs_text = f", batch {bs}" if bs is not None else ""
-        out.append(f"### {model} · {workload}{bs_text} · {weights} weights · {device}\n")
-        out.append("| | " + " | ".join(cols) + " |")
-        out.append("|---|" + "---|" * len(cols))
-        metrics = STAT_METRICS + MEMORY_METRICS + EFFICIENCY_METRICS + LOAD_METRICS + QUALITY_METRICS
-        not_measured: dict[str, list[str]] = {}
-        for key, label in metrics:
-            if not any(isinstance((sel.get(b) or {}).get(key), (int, float)) for b in cols):
-                # A row with no number anywhere is noise in the table: name it once below instead.
-                reasons = {_absent_reason(rec_of[b], sel.get(b), key) for b in cols} - {None}
-                for why in reasons:
-                    not_measured.setdefault(why, []).append(label.rsplit(", ", 1)[0])
-                continue
-            base_row = sel.get(baseline)
-            base_val = base_row.get(key) if base_row and base_row.get("status") == "ok" else None
-            cells = [_cell(rec_of[b], sel.get(b) or {"status": rec_of[b].status}, key,
-                           base_val if isinstance(base_val, (int, float)) else None, b == baseline) for b in cols]
-            out.append(f"| {label} | " + " | ".join(cells) + " |")
-        for key, label in INFO_ROWS:
-            texts = [(sel.get(b) or {}).get(key) for b in cols]
-            if any(texts):
-                out.append(f"| {label} | " + " | ".join((t or "—").replace("|", "/") for t in texts) + " |")
-        status_cells = [_status_text(sel.get(b), rec_of[b]) for b in cols]
-        out.append("| Status | " + " | ".join(status_cells) + " |")
-        out.append("")
-        for why, labels in not_measured.items():
-            out.append(f"Not measured ({why}): {', '.join(dict.fromkeys(labels))}.  ")
-        out.append("")
-    return "\n".join(out) + "\n"
+def build(records: list[RunRecord], baseline: str | None = None, root: Path | None = None,
+          damaged: list[tuple[Path, str]] | None = None) -> Table:
+    """The one table model of `records` (newest record per run, as runners.record.store.scan gives)."""
+    records = sorted(records, key=_order)
+    damaged_text = [(str(p), why) for p, why in (damaged or [])]
+    sweep_backends = read_sweep_backends(root)
+    backends = list(dict.fromkeys([b for b in sweep_backends if any(r.backend == b for r in records)]
+                                  + [r.backend for r in records]))
+    name, source, problem = resolve_baseline(records, baseline, sweep_backends, damaged_text)
+    params, scopes = varying(records)
+    cells = []
+    for rec in records:
+        flat = flatten(rec.config) if rec.config else {}
+        for point in rec.points or [None]:
+            cell = make_cell(rec, point)
+            cell.params = {p.path: flat[p.path] for p in params if p.path in flat}
+            cell.block_params = {p.path: flat.get(p.path) for p in params
+                                 if rec.config and _scope(rec, p.path) in scopes[p.path]}
+            cells.append(cell)
+    shorts = {p.path: p.short for p in params}
+    blocks = _blocks(cells, shorts, backends)
+    for block in blocks:
+        _set_baseline(block, name, problem)
+    return Table(environment.title(records, backends), cells, blocks, params, backends, name, source, problem,
+                 damaged_text, environment.summary(records), [environment.run_env(r) for r in records], records)
 
 
-def _status_text(row: dict | None, rec: RunRecord) -> str:
-    status = row["status"] if row else rec.status
-    reason = row.get("reason") if row else rec.reason
-    if status == "ok":
-        return "ok"
-    return f"{status}: {(reason or '').splitlines()[0][:120]}".replace("|", "/")
+def _blocks(cells: list[Cell], shorts: dict[str, str], backends: list[str]) -> list[Block]:
+    def coords(c: Cell) -> tuple:
+        r = c.record
+        return (r.model, r.workload, r.weights, r.device)
+
+    def canon(params: dict[str, Any]) -> dict[str, str]:
+        return {k: _canon(v) for k, v in params.items()}
+
+    keyed = [(coords(c), c.batch_size, canon(c.block_params), c) for c in cells if c.batch_size is not None]
+    candidates: list[tuple[tuple, int, dict[str, str], Cell]] = []
+    for co, bs, prm, c in keyed:
+        if not any(co == o[0] and bs == o[1] and prm == o[2] for o in candidates):
+            candidates.append((co, bs, prm, c))
+    kept = [k for k in candidates if not any(
+        o is not k and o[0] == k[0] and o[1] == k[1] and len(o[2]) > len(k[2]) and _consistent(k[2], o[2])
+        for o in candidates)]
+    blocks: list[tuple[tuple, int | None, dict[str, str], Block]] = []
+    for co, bs, prm, first in kept:
+        block = Block(*co, bs, {p: first.block_params[p] for p in shorts if p in first.block_params}, shorts)
+        blocks.append((co, bs, prm, block))
+    for co, bs, prm, c in keyed:
+        for bco, bbs, bprm, block in blocks:
+            if co == bco and bs == bbs and _consistent(prm, bprm):
+                block.cells.append(c)
+    for c in cells:
+        if c.batch_size is not None:
+            continue
+        prm = canon(c.block_params)
+        fits = [b for bco, _, bprm, b in blocks if bco[:2] == coords(c)[:2] and _consistent(prm, bprm)]
+        if not fits:
+            own = Block(*coords(c), None, dict(c.block_params), shorts)
+            blocks.append((coords(c), None, prm, own))
+            fits = [own]
+        for block in fits:
+            block.cells.append(c)
+    order = _appearance_order(cells)
+    out = [b for *_, b in sorted(blocks, key=lambda t: (order["coords"].index(t[0]),
+                                                         order["params"].index(_canon(sorted(t[2].items()))),
+                                                         t[1] if t[1] is not None else -1))]
+    for block in out:
+        block.cells.sort(key=lambda c: backends.index(c.backend))
+        block.columns = _column_names(block.cells)
+    return out
 
 
-def write_outputs(root: Path, baseline: str | None = None, html: bool = True) -> str:
-    """Rebuild table.md, table.csv, results.jsonl (and report.html) in `root`; returns the markdown."""
-    import pandas as pd
-
-    records = find_records(root)
-    md = markdown(records, baseline)
-    env = _env_line(records)
-    (root / "table.md").write_text(f"# quantbench results\n\n{env}\n\n{md}")
-    pd.DataFrame(rows(records)).to_csv(root / "table.csv", index=False)
-    with open(root / "results.jsonl", "w") as f:
-        for rec in sorted(records, key=_order):
-            f.write(json.dumps(rec.to_dict(), default=str) + "\n")
-    if html and records:
-        try:
-            from runners.report import html as report_html
-        except ImportError:
-            report_html = None
-        if report_html is not None:
-            report_html.write(root, records, pick_baseline(records, baseline))
-    return md
+def _appearance_order(cells: list[Cell]) -> dict[str, list]:
+    coords, params = [], []
+    for c in cells:
+        r = c.record
+        co = (r.model, r.workload, r.weights, r.device)
+        if co not in coords:
+            coords.append(co)
+        key = _canon(sorted({k: _canon(v) for k, v in c.block_params.items()}.items()))
+        if key not in params:
+            params.append(key)
+    return {"coords": coords, "params": params}
 
 
-def _env_line(records: list[RunRecord]) -> str:
-    envs = [r.env for r in records if r.env]
-    if not envs:
-        return ""
-    e = envs[0]
-    gpu = e.get("gpu") or {}
-    pk = e.get("packages", {})
-    hw = (f"{gpu.get('gpu_name')} (cc {gpu.get('capability')}, driver {gpu.get('driver')}, CUDA {gpu.get('cuda_runtime')})"
-          if gpu else f"CPU {e.get('cpu')} x{e.get('cpu_count')}")
-    vers = ", ".join(f"{k} {v}" for k, v in pk.items() if k != "quantbench")
-    commit = (e.get("git") or {}).get("commit") or "unknown"
-    return f"Measured on {hw}; {vers}; commit {commit[:12]}."
+def _column_names(cells: list[Cell]) -> list[str]:
+    names = [c.backend for c in cells]
+    out = []
+    for i, (name, c) in enumerate(zip(names, cells)):
+        if names.count(name) == 1:
+            out.append(name)
+            continue
+        extra = {p: v for p, v in c.params.items()
+                 if any(o.params.get(p) != v for o in cells if o is not c and o.backend == name)}
+        label = ", ".join(f"{p.rsplit('.', 1)[-1]}={param_text(v)}" for p, v in extra.items()) or c.status
+        candidate = f"{name} ({label})"
+        out.append(candidate if candidate not in out else f"{name} #{i + 1}")
+    return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m runners.report", description=__doc__.splitlines()[0])
-    ap.add_argument("sweep_dir", type=Path, help="a directory holding record.json files (searched recursively)")
-    ap.add_argument("--baseline", help="backend to compare against (default: the first of the sweep)")
-    ap.add_argument("--no-html", action="store_true", help="skip report.html and the plots")
-    args = ap.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        print(f"error: {args.sweep_dir} is not a directory", file=sys.stderr)
-        return 2
-    if not find_records(args.sweep_dir):
-        print(f"error: no record.json under {args.sweep_dir}", file=sys.stderr)
-        return 2
-    print(write_outputs(args.sweep_dir, args.baseline, not args.no_html))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def _set_baseline(block: Block, name: str | None, problem: str | None) -> None:
+    if name is None:
+        return
+    mine = [c for c in block.cells if c.backend == name]
+    ok = [c for c in mine if c.ok]
+    if ok:
+        block.baseline = ok[0]
+    elif problem:
+        block.baseline_note = problem
+    elif mine:
+        block.baseline_note = f"the baseline {name} is {mine[0].status} here: no relative change is shown"
+    else:
+        block.baseline_note = f"the baseline {name} did not run here: no relative change is shown"

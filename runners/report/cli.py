@@ -1,0 +1,51 @@
+"""`python -m runners.report DIR [--baseline NAME] [--no-html] [--require ... --maximize ...]`:
+rebuild a results folder's tables and report from its records, and answer which backend meets the
+constraints (syntax: runners.report.choose)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from runners.record.store import scan
+from runners.report import choose
+from runners.report.outputs import build_report, constraints_for, write_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m runners.report", description=__doc__.splitlines()[0])
+    ap.add_argument("sweep_dir", type=Path, help="a directory holding record.json files (searched recursively)")
+    ap.add_argument("--baseline", help="backend to compare against (default: the first of the sweep)")
+    ap.add_argument("--no-html", action="store_true", help="skip report.html and the plots")
+    ap.add_argument("--require", help='constraints, e.g. "peak_vram<=24GiB,kl_mean<=0.05,ttft_p90<=500ms"')
+    ap.add_argument("--maximize", help="the metric that ranks the backends meeting the constraints")
+    ap.add_argument("--minimize", help="the same, for a lower-is-better metric (e.g. ttft_p90)")
+    args = ap.parse_args(argv)
+    root = args.sweep_dir
+    if not root.is_dir():
+        print(f"error: {root} is not a directory", file=sys.stderr)
+        return 2
+    found = scan(root)
+    for path, why in found.damaged:
+        print(f"warning: {path} is not a readable record ({why}): treated as missing", file=sys.stderr)
+    if not found.records and not found.damaged:
+        print(f"error: no record.json under {root}", file=sys.stderr)
+        return 2
+    backends = list(dict.fromkeys(r.backend for r in found.records))
+    if args.baseline and args.baseline not in backends and not found.damaged:
+        print(f"error: --baseline {args.baseline} is not in {root}; backends: {', '.join(backends)}", file=sys.stderr)
+        return 2
+    try:
+        constraints_for(found.records, args.require, args.maximize, args.minimize)
+    except choose.ConstraintError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = build_report(root, found.records, args.baseline, args.require, args.maximize, args.minimize)
+    written = write_report(root, report, not args.no_html)
+    print(choose.markdown(report.decision) if report.decision else written.markdown)
+    print("\n".join(f"{label}: {path}" for label, path in written.files()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

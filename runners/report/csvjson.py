@@ -1,0 +1,112 @@
+"""The table model as flat rows: table.csv and rows.jsonl (one row per run × batch size, the same rows),
+and results.jsonl (the records themselves).
+
+Columns: the cell's coordinates and status; every parameter that varies in the folder (dotted config
+path, e.g. `workload.new_tokens`); `baseline`; each measured registry metric under its key, and for a
+metric measured over repeats its spread columns (see runners.report.spread: `ttft_p90_ms`,
+`output_tokens_p10_per_s`, `<name>_min<unit>`, `<name>_max<unit>`, `<name>_cv_pct`, `<name>_n`), its
+change vs the baseline `<name>_vs_baseline_pct` and `<name>_within_spread` (true: the `n.s.` mark);
+what the engine ran (`linear_kernels`, `census`, `placement`, ...); the host state
+(`load_average_start`, `load_average_end`, `torch_threads`); and `absent_reasons` (`key: why; ...`).
+A metric not measured is an empty field, never 0. `pd.read_json("rows.jsonl", lines=True)` loads it.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from runners.report.environment import run_env
+from runners.report.metrics import INFO, METRICS, spread_columns, split_unit, tails
+from runners.report.table import Block, Cell, Table, param_text
+
+ID_COLUMNS = ["backend", "engine", "model", "workload", "batch_size", "weights", "device", "status", "reason"]
+ENV_COLUMNS = ["run_id", "started_at", "wall_s", "load_average_start", "load_average_end", "torch_threads"]
+
+
+def _flat(value: Any) -> Any:
+    return param_text(value) if isinstance(value, (list, tuple, dict)) else value
+
+
+def _metric_columns(cell: Cell, block: Block | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for m in METRICS:
+        got = cell.values.get(m.key)
+        if got is None:
+            continue
+        out[m.key] = got.value
+        sp = got.spread
+        if sp is not None:
+            names = spread_columns(m)
+            q1, q2 = tails(m.better)
+            values = [sp.quantiles.get(q1), sp.quantiles.get(q2), sp.min, sp.max, sp.cv_pct, sp.n]
+            out.update({k: v for k, v in zip(names, values) if v is not None})
+        cmp = block.compare(cell, m.key) if block is not None else None
+        if cmp is not None:
+            name = split_unit(m.key)[0]
+            if cmp.rel_pct is not None:
+                out[f"{name}_vs_baseline_pct"] = cmp.rel_pct
+            if cmp.within_spread is not None:
+                out[f"{name}_within_spread"] = cmp.within_spread
+    return out
+
+
+def flat_rows(table: Table) -> list[dict[str, Any]]:
+    """One dict per cell (run × batch size), in table order; absent metrics are absent keys."""
+    home: dict[int, Block] = {}
+    for block in table.blocks:
+        for c in block.cells:
+            home.setdefault(id(c), block)
+    rows = []
+    for cell in table.cells:
+        rec = cell.record
+        block = home.get(id(cell))
+        row: dict[str, Any] = {"backend": rec.backend, "engine": rec.engine, "model": rec.model,
+                               "workload": rec.workload, "batch_size": cell.batch_size, "weights": rec.weights,
+                               "device": rec.device, "status": cell.status, "reason": cell.reason}
+        row.update({p.path: _flat(cell.params[p.path]) for p in table.params if p.path in cell.params})
+        if table.baseline:
+            row["baseline"] = table.baseline
+        row.update(_metric_columns(cell, block))
+        row.update({i.key: cell.info[i.key] for i in INFO if i.key != "engine" and i.key in cell.info})
+        env = run_env(rec)
+        row.update(run_id=rec.run_id, started_at=rec.started_at, wall_s=rec.wall_s,
+                   load_average_start=env.load_start, load_average_end=env.load_end,
+                   torch_threads=env.torch_threads)
+        reasons = {k: why for k, why in cell.absent.items() if k not in cell.implicit and why != cell.status}
+        if reasons:
+            row["absent_reasons"] = "; ".join(f"{k}: {why}" for k, why in reasons.items())
+        rows.append({k: v for k, v in row.items() if v is not None or k in ID_COLUMNS})
+    return rows
+
+
+def columns(table: Table, rows: list[dict[str, Any]]) -> list[str]:
+    """Every column some row has, in a fixed order: coordinates, parameters, metrics (registry order), info."""
+    order = ID_COLUMNS + [p.path for p in table.params] + ["baseline"]
+    for m in METRICS:
+        name = split_unit(m.key)[0]
+        order += [m.key, *spread_columns(m), f"{name}_vs_baseline_pct", f"{name}_within_spread"]
+    order += [i.key for i in INFO] + ENV_COLUMNS + ["absent_reasons"]
+    present = {k for r in rows for k in r}
+    return [k for k in dict.fromkeys(order) if k in present or k in ID_COLUMNS]
+
+
+def write_csv(path: Path, table: Table, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns(table, rows), restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+
+
+def write_rows_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row, default=str) + "\n")
+
+
+def write_records_jsonl(path: Path, table: Table) -> None:
+    with open(path, "w") as f:
+        for rec in table.records:
+            f.write(json.dumps(rec.to_dict(), default=str) + "\n")
