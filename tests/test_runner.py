@@ -54,7 +54,7 @@ def test_sweep_ends_in_one_table(tmp_path):
 def test_report_rebuilds_table_from_records(tmp_path):
     bench(*FAST, "workload.batch_sizes=[1]", f"hydra.run.dir={tmp_path}", check=True)
     (tmp_path / "table.md").unlink()
-    from runners.report.table import main
+    from runners.report.cli import main
 
     assert main([str(tmp_path), "--no-html"]) == 0
     assert "| | fp32 |" in (tmp_path / "table.md").read_text()

@@ -43,9 +43,9 @@ def decode_roofline(weights_mib: float | None, tpot_ms: float | None, gpu_name: 
         why = "no engine-reported weight size" if not weights_mib else "no decode steps measured"
         return {}, dict.fromkeys(keys, why)
     achieved = weights_mib * 1024 * 1024 / (tpot_ms / 1e3) / 1e9
-    metrics = {keys[0]: round(achieved, 1)}
+    metrics = {keys[0]: float(f"{achieved:.5g}")}  # a tiny model on a CPU reads well under 0.1 GB/s
     peak = peak_bandwidth_gb_per_s(gpu_name)
     if peak is None:
         return metrics, {keys[1]: f"peak bandwidth of {gpu_name or 'this device'} not in quantbench's table"}
-    metrics[keys[1]] = round(100 * achieved / peak, 1)
+    metrics[keys[1]] = float(f"{100 * achieved / peak:.5g}")
     return metrics, {}

@@ -121,6 +121,10 @@ class QualitySpec:
 class ReportSpec:
     baseline: str | None = None  # backend name; default: the first backend of the sweep
     html: bool = True
+    # Which backend meets the constraints (runners.report.choose): e.g. "peak_vram<=24GiB,kl_mean<=0.05"
+    require: str | None = None
+    maximize: str | None = None  # objective metric to rank by, e.g. output_tokens_per_s
+    minimize: str | None = None
 
 
 @dataclass(frozen=True)
