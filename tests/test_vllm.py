@@ -926,7 +926,52 @@ def test_fidelity_commands_share_the_engine_settings():
                  "--input-len 1024", "--output-len 256", "--num-prompts 256", "--num-warmups 256",
                  "--tokenizer /tok", "--dataset-name random", "--disable-detokenize", "--gpu-memory-utilization 0.9"):
         assert part in joined
-    assert "skip-tokenizer-init" not in joined and "max-logprobs" not in joined
+    assert "skip-tokenizer-init" not in joined and "max-logprobs" not in joined and "--disable-log-stats" not in joined
     qb = f.quantbench_command("awq", "llama-3.1-8b", 1024, 256, 256, 1344, "/d", python="py")
     assert "workload.batch_sizes=[256]" in qb and "++backend.options.max_model_len=1344" in qb
     assert "weights=synthetic" in qb and "hydra.run.dir=/d" in qb and "workload=throughput" in qb
+
+
+def test_fidelity_synthetic_tokenizer_round_trips_exactly(tmp_path):
+    """vLLM's RandomDataset decodes random ids to text and re-encodes; with this tokenizer the prompt
+    keeps exactly input_len tokens and vLLM adds none when it tokenizes the text."""
+    from transformers import AutoTokenizer
+
+    f = _fidelity()
+    tok = AutoTokenizer.from_pretrained(f.synthetic_tokenizer(tmp_path / "tok", 5000))
+    ids = np.random.default_rng(0).integers(1, 5000, 512).tolist()
+    text = tok.decode(ids)
+    assert tok.encode(text, add_special_tokens=False) == ids and len(tok.encode(text)) == 512
+    assert tok.vocab_size == 5000 and tok.num_special_tokens_to_add() == 0
+
+
+def _fidelity_record(run, kwargs, batch=64):
+    return {"run_id": "r1", "engine": "vllm", "status": "ok", "config": run.to_dict(),
+            "points": [{"batch_size": batch, "status": "ok",
+                        "metrics": {"output_tokens_per_s": {"median": 1000.0, "cv_pct": 0.5}}}],
+            "engine_info": {"llm_kwargs": {k: v for k, v in kwargs.items() if k != "model"}}}
+
+
+def test_fidelity_from_a_record_uses_its_exact_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path / "cache"))
+    f = _fidelity()
+    workload = {"kind": "generate", "batch_sizes": [1, 64], "prompt_tokens": 512, "new_tokens": 256, "warmup": 1,
+                "repeats": 2}
+    run = _run("awq", "qwen2.5-32b", workload=workload, backend_name="awq")
+    planned, _, kwargs = f.plan_from_record(_fidelity_record(run, {}))
+    assert planned == run and kwargs["load_format"] == "dummy" and kwargs["max_model_len"] == 768
+    record = _fidelity_record(run, kwargs)
+    assert f.record_mismatches(record, kwargs, 64) == []
+    assert "no point at batch size 16" in f.record_mismatches(record, kwargs, 16)[0]
+    drift = _fidelity_record(run, {**kwargs, "max_model_len": 832})
+    assert "max_model_len: 832 vs 768" in f.record_mismatches(drift, kwargs, 64)[0]
+    # The quantbench side straight from the record (vLLM's side needs a GPU: skipped here).
+    path = tmp_path / "record.json"
+    path.write_text(__import__("json").dumps(record))
+    out = tmp_path / "fid.json"
+    assert f.main(["--record", str(path), "--num-prompts", "64", "--skip-vllm", "--out", str(out)]) == 0
+    got = __import__("json").loads(out.read_text())
+    assert got["quantbench"]["output_tokens_per_s_median"] == 1000.0 and got["input_len"] == 512
+    assert got["backend"] == "awq" and got["llm_kwargs"]["max_model_len"] == 768 and "ratio_quantbench_over_vllm" not in got
+    path.write_text(__import__("json").dumps(drift))
+    assert f.main(["--record", str(path), "--num-prompts", "64", "--skip-vllm", "--out", str(out)]) == 2
