@@ -98,8 +98,13 @@ def record_mismatches(record: dict, kwargs: dict[str, Any], batch_size: int) -> 
     problems = []
     if record.get("engine") != "vllm":
         problems.append(f"the record is a {record.get('engine')} run, not a vLLM one")
-    if batch_size not in [p.get("batch_size") for p in record.get("points", [])]:
+    if record.get("status") != "ok":
+        problems.append(f"the record's run is {record.get('status')}, not ok ({str(record.get('reason'))[:200]})")
+    point = next((p for p in record.get("points", []) if p.get("batch_size") == batch_size), None)
+    if point is None:
         problems.append(f"the record has no point at batch size {batch_size}")
+    elif point.get("status", "ok") != "ok":
+        problems.append(f"the record's batch size {batch_size} is {point.get('status')}")
     ran = (record.get("engine_info") or {}).get("llm_kwargs")
     planned = json.loads(json.dumps({k: v for k, v in kwargs.items() if k != "model"}))
     if ran is None:

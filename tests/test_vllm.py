@@ -963,6 +963,8 @@ def test_fidelity_from_a_record_uses_its_exact_settings(tmp_path, monkeypatch):
     record = _fidelity_record(run, kwargs)
     assert f.record_mismatches(record, kwargs, 64) == []
     assert "no point at batch size 16" in f.record_mismatches(record, kwargs, 16)[0]
+    failed = {**record, "status": "not_applied", "reason": "0 of 256 quantized"}
+    assert "not_applied, not ok" in f.record_mismatches(failed, kwargs, 64)[0]
     drift = _fidelity_record(run, {**kwargs, "max_model_len": 832})
     assert "max_model_len: 832 vs 768" in f.record_mismatches(drift, kwargs, 64)[0]
     # The quantbench side straight from the record (vLLM's side needs a GPU: skipped here).
