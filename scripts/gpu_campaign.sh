@@ -13,14 +13,15 @@
 #   h200 BACKEND   Qwen2.5-32B on one vLLM backend (vllm_fp16 | awq | gptq), prompt 512, 256 new tokens,
 #                  batch sizes 1/16/64/256, warm-up 1, repeats 2, into the FIXED sweep folder
 #                  $RESULTS/vllm_qwen32b (resume=true: a finished run is skipped, a cut one re-runs)
-#   fidelity       `vllm bench throughput` on the exact settings of the h200 vllm_fp16 and awq records,
-#                  at 64 concurrent requests, vs those records (scripts/vllm_fidelity.py)
+#   fidelity [B]   `vllm bench throughput` on the exact settings of the h200 record of B (vllm_fp16 or
+#                  awq; default all = both) at 64 concurrent requests, vs that record
+#                  (scripts/vllm_fidelity.py); skipped when the call has < FIDELITY_NEEDS_S left
 #   tf-setup       install bitsandbytes + hydra from $WH into $SITE_TF (no vLLM needed)
 #   claim1|claim3|claim4   the transformers/bitsandbytes sweeps of results/README.md (H100 campaign)
 # Env: WH (chunk folders, default /tmp/wh), RESULTS (default /tmp/qb/results/h200: outside the
 #      repository copy, which each call lays anew), QUANTBENCH_CACHE (default /tmp/qbcache),
-#      OUT (if set, results/<name> is packed into $OUT/results.tgz after the phases: unpack it in the
-#      repository root).
+#      OUT (if set, results/<name> is packed into $OUT/results.tgz after every phase: unpack it in
+#      the repository root), CALL_BUDGET_S (580), FIDELITY_NEEDS_S (200).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,6 +63,9 @@ H200_SWEEP="model=qwen32b weights=synthetic workload=throughput workload.prompt_
 workload.batch_sizes=[1,16,64,256] workload.warmup=1 workload.repeats=2 timeout_s=540 resume=true"
 H200_DIR=vllm_qwen32b
 FIDELITY_BATCH=64
+# A device call may run 600 s; phases that can wait for another call stop short of this.
+CALL_BUDGET_S=${CALL_BUDGET_S:-580}
+FIDELITY_NEEDS_S=${FIDELITY_NEEDS_S:-200}
 
 phase() {
   case $1 in
@@ -92,13 +96,22 @@ phase() {
       ;;
     fidelity)
       use_vllm
-      local b rec
-      for b in vllm_fp16 awq; do
+      local b rec which=${2:-all} left
+      [ "$which" = all ] && which="vllm_fp16 awq"
+      for b in $which; do
+        # Inside one device call: vLLM's bench needs ~2.5 min (start-up, a warm-up pass, the timed pass);
+        # skip it rather than let the call's limit cut it (run `fidelity` in a call of its own then).
+        left=$((CALL_BUDGET_S - SECONDS))
+        if [ "$left" -lt "$FIDELITY_NEEDS_S" ]; then
+          say "fidelity $b: skipped, ${left}s left of this call's ${CALL_BUDGET_S}s (needs ${FIDELITY_NEEDS_S}s)"
+          rc=3; continue
+        fi
         rec=$(ls "$RESULTS/$H200_DIR"/backend="$b",*/record.json 2>/dev/null | head -1)
         if [ -z "$rec" ]; then say "fidelity $b: no record under $RESULTS/$H200_DIR (run phase h200 $b first)"; continue; fi
-        say "fidelity $b: vllm bench throughput vs $rec at $FIDELITY_BATCH concurrent requests"
-        timeout --kill-after=10 280 "$PY" scripts/vllm_fidelity.py --record "$rec" --num-prompts "$FIDELITY_BATCH" \
-          --timeout 270 --out "$RESULTS/fidelity_${b}_qwen2.5-32b.json" || say "fidelity $b ended with $?"
+        say "fidelity $b: vllm bench throughput vs $rec at $FIDELITY_BATCH concurrent requests (${left}s left)"
+        timeout --kill-after=10 $((left - 15)) "$PY" scripts/vllm_fidelity.py --record "$rec" \
+          --num-prompts "$FIDELITY_BATCH" --timeout $((left - 25)) --out "$RESULTS/fidelity_${b}_qwen2.5-32b.json" \
+          || say "fidelity $b ended with $?"
       done
       ;;
     tf-setup)
@@ -133,18 +146,25 @@ phase() {
   esac
 }
 
+# results/<name>/... inside the tar: unpacked in the repository root it lands where it is committed.
+# Packed after every phase, so a call cut by the device's limit still returns what finished.
+pack() {
+  [ -n "${OUT:-}" ] && [ -d "$RESULTS" ] && [ -n "$(ls -A "$RESULTS")" ] || return 0
+  tar czf "$OUT/results.tgz.tmp" --exclude='*.tmp*' --exclude='.quantbench.lock' \
+    -C "$(dirname "$(dirname "$RESULTS")")" "$(basename "$(dirname "$RESULTS")")/$(basename "$RESULTS")" \
+    && mv -f "$OUT/results.tgz.tmp" "$OUT/results.tgz"
+}
+
 rc=0
 while [ $# -gt 0 ]; do
   p=$1; shift
+  arg=""
   case $p in
-    chunk|h200) phase "$p" "${1:-}" || rc=$?; [ $# -gt 0 ] && shift ;;
-    *) phase "$p" || rc=$? ;;
+    chunk|h200) arg=${1:-}; [ $# -gt 0 ] && shift ;;
+    fidelity) if [[ ${1:-} =~ ^(all|vllm_fp16|vllm_bf16|awq|awq_marlin|awq_gemm|gptq|fp8)$ ]]; then arg=$1; shift; fi ;;
   esac
+  phase "$p" $arg || rc=$?
+  pack
 done
-if [ -n "${OUT:-}" ] && [ -d "$RESULTS" ] && [ -n "$(ls -A "$RESULTS")" ]; then
-  # results/<name>/... inside the tar: unpacked in the repository root it lands where it is committed.
-  tar czf "$OUT/results.tgz" --exclude='*.tmp*' --exclude='.quantbench.lock' \
-    -C "$(dirname "$(dirname "$RESULTS")")" "$(basename "$(dirname "$RESULTS")")/$(basename "$RESULTS")" \
-    && ls -la "$OUT"
-fi
+[ -z "${OUT:-}" ] || ls -la "$OUT"
 exit $rc
