@@ -850,7 +850,7 @@ def _gpu_ready() -> str | None:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("quantization", ["none", "awq_marlin"])
+@pytest.mark.parametrize("quantization", ["none", "awq_marlin", "gptq_marlin"])
 def test_gpu_tiny_dummy_model_generates(tmp_path, monkeypatch, quantization):
     reason = _gpu_ready()
     if reason:
@@ -879,8 +879,14 @@ def test_gpu_tiny_dummy_model_generates(tmp_path, monkeypatch, quantization):
         assert lp.values.shape == (16, 20) and np.all(lp.values[:, 0] >= lp.values[:, 1])
         info, mem = eng.describe(), eng.memory_facts()
         assert info["vllm"] and info["max_model_len"] == 256 + 8
-        if quantization == "awq_marlin":
-            assert info["quantization_method"] == "auto_awq" and info.get("linear_kernels")
+        census = eng.census()
+        assert census.linear_layers == 4 * TINY_ARCH["num_hidden_layers"]
+        if quantization == "none":
+            assert census.quantized_layers == 0 and census.linear_bits == 16.0
+        else:
+            assert info["quantization_method"] == {"awq_marlin": "auto_awq", "gptq_marlin": "auto_gptq"}[quantization]
+            assert census.quantized_layers == census.linear_layers and 4.0 < census.quantized_bits < 4.5
+            assert info.get("linear_kernels")
         assert mem.get("kv_cache_mib", 0) > 0 and mem.get("weights_mib", 0) > 0
     finally:
         eng.close()
