@@ -1,25 +1,32 @@
 #!/usr/bin/env bash
-# The GPU campaign of results/README.md: every committed GPU table comes from one phase here.
+# The GPU campaigns of results/README.md: every committed GPU table comes from phases here, one device
+# call each (10 minutes at most). scripts/campaign_h200_vllm1.md has the exact calls of the H200 vLLM
+# campaign (issue 18) with their durations; read it before spending device time.
 #
-#   bash scripts/gpu_campaign.sh PHASE [PHASE ...]
+#   bash scripts/gpu_campaign.sh PHASE [ARG] [PHASE [ARG] ...]
 #
-# Phases (each fits one 10-minute call on an offline GPU host; run them in this order):
-#   tf-setup     install bitsandbytes + hydra from a wheelhouse chunk into $SITE_TF (no vLLM needed)
-#   claim1       fp16 / bnb_int8 / bnb_nf4 on modernbert-base and qwen2.5-0.5b (classify, then generate)
-#   claim3       llama-3.1-8b fp32 / fp16 / bnb_int8, 100 new tokens, batch 1 and 16
-#   claim4       qwen2.5-1.5b and qwen2.5-7b fp16 / bnb_int8 at batch 1 and 16 (with claim1 + claim3: 0.5B..8B)
-#   vllm-setup   install the vLLM wheel set (scripts/wheelhouse.py chunks) into ${SITE_PREFIX}_vllm
-#   vllm32a      qwen32b over vllm_fp16, awq, gptq            (offline throughput)
-#   vllm32b      qwen32b over fp8, awq_gemm
-#   vllm05       qwen2.5-0.5b over vllm_fp16, awq, awq_gemm, gptq, fp8, vllm_bnb
-#   fidelity     vLLM's own `vllm bench throughput` vs quantbench on the same workload
-# Env: WHEELS (chunk folders, default .wheelhouse/py/chunks), RESULTS (default results/gpu),
-#      QUANTBENCH_CACHE (default /tmp/qbcache), OUT (if set, results are packed into $OUT/results.tgz).
+# Phases:
+#   probe          GPU, driver, python/torch/transformers versions (seconds)
+#   chunk NN       copy the carried wheelhouse chunk .wheelhouse/chunks/NN to $WH/NN (a call's `carry`
+#                  replaces that path on the device, so each chunk is copied out before the next call)
+#   vllm-setup     install the vLLM wheel set from $WH into ${SITE_PREFIX}_vllm, then import it
+#   h200 BACKEND   Qwen2.5-32B on one vLLM backend (vllm_fp16 | awq | gptq), prompt 512, 256 new tokens,
+#                  batch sizes 1/16/64/256, warm-up 1, repeats 2, into the FIXED sweep folder
+#                  $RESULTS/vllm_qwen32b (resume=true: a finished run is skipped, a cut one re-runs)
+#   fidelity [B]   `vllm bench throughput` on the exact settings of the h200 record of B (vllm_fp16 or
+#                  awq; default all = both) at 64 concurrent requests, vs that record
+#                  (scripts/vllm_fidelity.py); skipped when the call has < FIDELITY_NEEDS_S left
+#   tf-setup       install bitsandbytes + hydra from $WH into $SITE_TF (no vLLM needed)
+#   claim1|claim3|claim4   the transformers/bitsandbytes sweeps of results/README.md (H100 campaign)
+# Env: WH (chunk folders, default /tmp/wh), RESULTS (default /tmp/qb/results/h200: outside the
+#      repository copy, which each call lays anew), QUANTBENCH_CACHE (default /tmp/qbcache),
+#      OUT (if set, results/<name> is packed into $OUT/results.tgz after every phase: unpack it in
+#      the repository root), CALL_BUDGET_S (580), FIDELITY_NEEDS_S (200).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-WHEELS=${WHEELS:-.wheelhouse/py/chunks}
-RESULTS=${RESULTS:-results/gpu}
+WH=${WH:-/tmp/wh}
+RESULTS=${RESULTS:-/tmp/qb/results/h200}
 SITE_PREFIX=${SITE_PREFIX:-/tmp/site}
 SITE_TF=${SITE_TF:-${SITE_PREFIX}_tf}
 export QUANTBENCH_CACHE=${QUANTBENCH_CACHE:-/tmp/qbcache}
@@ -33,25 +40,84 @@ use_tf() { export PYTHONPATH=$SITE_TF; }
 use_vllm() { export PYTHONPATH=${SITE_PREFIX}_vllm; }
 
 # One sweep = one table directory; a sweep cut short by its time limit keeps the records it wrote.
+# Exit 1 from a sweep means "some run is not ok" (its table says which); 124 means the limit cut it
+# before its closing table, which runners.report then writes from the records that finished.
 sweep() {
-  local name=$1 limit=$2; shift 2
+  local name=$1 limit=$2 code=0; shift 2
   say "sweep $name (limit ${limit}s): $*"
   timeout --signal=INT --kill-after=20 "$limit" \
-    "$PY" -m runners.bench -m "$@" "hydra.sweep.dir=$RESULTS/$name" || say "sweep $name ended with $?"
-  "$PY" -m runners.report "$RESULTS/$name" >/dev/null 2>&1 || true
+    "$PY" -m runners.bench -m "$@" "hydra.sweep.dir=$RESULTS/$name" || code=$?
+  [ "$code" = 0 ] || say "sweep $name ended with $code"
+  if [ "$code" = 124 ]; then "$PY" -m runners.report "$RESULTS/$name" >/dev/null 2>&1 || true; fi
+  return "$code"
 }
 
 SHORT_GEN="workload=generate workload.prompt_tokens=128 workload.warmup=1 workload.repeats=5"
-# Offline throughput: 64 requests of 512 + 256 tokens. Smaller than vLLM's 1024 + 256 x 256 so that
-# a 32B fp16 model, whose KV cache has ~6 GiB left on an 80 GB H100, finishes a repeat in seconds.
-THROUGHPUT="workload=throughput workload.batch_sizes=[64] workload.prompt_tokens=512 workload.new_tokens=256 workload.warmup=1 workload.repeats=3"
+# Issue 18: the published table's model on the stacks it compared, across concurrency. Synthetic
+# (dummy) weights: speed only. vLLM's defaults otherwise (torch.compile + CUDA graphs, as users run it);
+# prefix caching off because repeats resend the same prompts (quantbench's default, said in the record).
+# timeout_s=540 ends a stuck run inside the 10-minute device call, leaving time to pack its record.
+# One backend per call, so each call's closing table has one column: the cross-backend table is
+# `python -m runners.report results/h200/vllm_qwen32b --baseline vllm_fp16`, from the records.
+H200_SWEEP="model=qwen32b weights=synthetic workload=throughput workload.prompt_tokens=512 workload.new_tokens=256 \
+workload.batch_sizes=[1,16,64,256] workload.warmup=1 workload.repeats=2 timeout_s=540 resume=true"
+H200_DIR=vllm_qwen32b
+FIDELITY_BATCH=64
+# A device call may run 600 s; phases that can wait for another call stop short of this.
+CALL_BUDGET_S=${CALL_BUDGET_S:-580}
+FIDELITY_NEEDS_S=${FIDELITY_NEEDS_S:-200}
 
 phase() {
   case $1 in
+    probe)
+      nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+      "$PY" -c "import sys, torch, transformers; print(sys.version.split()[0], 'torch', torch.__version__, \
+'transformers', transformers.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
+      df -h /tmp | tail -1
+      ;;
+    chunk)
+      local nn=${2:?chunk needs its number, e.g. chunk 01}
+      [ -d ".wheelhouse/chunks/$nn" ] || { echo "no .wheelhouse/chunks/$nn here: carry it" >&2; return 2; }
+      mkdir -p "$WH" && rm -rf "${WH:?}/$nn" && cp -r ".wheelhouse/chunks/$nn" "$WH/" && du -sh "$WH/$nn"
+      ls "$WH"
+      ;;
+    vllm-setup)
+      say "install the vLLM wheel set from $WH"
+      PYTHON=$PY SITE_PREFIX=$SITE_PREFIX bash "$WH/01/install.sh" "$WH" vllm || return 1
+      use_vllm
+      "$PY" -c "import vllm, bitsandbytes, hydra, importlib.util as u; print('vllm', vllm.__version__, \
+'bitsandbytes', bitsandbytes.__version__, 'hydra', hydra.__version__, 'flashinfer', bool(u.find_spec('flashinfer')))"
+      ;;
+    h200)
+      local b=${2:?h200 needs a backend: vllm_fp16, awq or gptq}
+      use_vllm
+      # shellcheck disable=SC2086  # H200_SWEEP is a list of overrides
+      sweep "$H200_DIR" 560 "backend=$b" $H200_SWEEP
+      ;;
+    fidelity)
+      use_vllm
+      local b rec which=${2:-all} left
+      [ "$which" = all ] && which="vllm_fp16 awq"
+      for b in $which; do
+        # Inside one device call: vLLM's bench needs ~2.5 min (start-up, a warm-up pass, the timed pass);
+        # skip it rather than let the call's limit cut it (run `fidelity` in a call of its own then).
+        left=$((CALL_BUDGET_S - SECONDS))
+        if [ "$left" -lt "$FIDELITY_NEEDS_S" ]; then
+          say "fidelity $b: skipped, ${left}s left of this call's ${CALL_BUDGET_S}s (needs ${FIDELITY_NEEDS_S}s)"
+          rc=3; continue
+        fi
+        rec=$(ls "$RESULTS/$H200_DIR"/backend="$b",*/record.json 2>/dev/null | head -1)
+        if [ -z "$rec" ]; then say "fidelity $b: no record under $RESULTS/$H200_DIR (run phase h200 $b first)"; continue; fi
+        say "fidelity $b: vllm bench throughput vs $rec at $FIDELITY_BATCH concurrent requests (${left}s left)"
+        timeout --kill-after=10 $((left - 15)) "$PY" scripts/vllm_fidelity.py --record "$rec" \
+          --num-prompts "$FIDELITY_BATCH" --timeout $((left - 25)) --out "$RESULTS/fidelity_${b}_qwen2.5-32b.json" \
+          || say "fidelity $b ended with $?"
+      done
+      ;;
     tf-setup)
       say "install bitsandbytes + hydra into $SITE_TF"
       local chunk
-      chunk=$(dirname "$(ls "$WHEELS"/*/bitsandbytes-*.whl | head -1)")
+      chunk=$(dirname "$(ls "$WH"/*/bitsandbytes-*.whl | head -1)")
       "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$SITE_TF" \
         "$chunk"/bitsandbytes-*.whl "$chunk"/hydra_core-*.whl "$chunk"/omegaconf-*.whl \
         "$chunk"/antlr4_python3_runtime-*.whl
@@ -75,39 +141,30 @@ phase() {
       sweep claim4_sizes 570 backend=fp16,bnb_int8 model=qwen2.5-1.5b,qwen2.5-7b $SHORT_GEN \
         workload.new_tokens=32 workload.batch_sizes=[1,16] workload.repeats=3 weights=synthetic
       ;;
-    vllm-setup)
-      say "install the vLLM wheel set"
-      PYTHON=$PY SITE_PREFIX=$SITE_PREFIX bash "$WHEELS/01/install.sh" "$WHEELS" vllm
-      use_vllm; "$PY" -c "import vllm, bitsandbytes, hydra; print('vllm', vllm.__version__)"
-      ;;
-    vllm32a)
-      use_vllm
-      sweep vllm_qwen32b/a 570 backend=vllm_fp16,awq,gptq model=qwen32b $THROUGHPUT weights=synthetic timeout_s=300
-      ;;
-    vllm32b)
-      use_vllm
-      # A second sweep under the same folder: `runners.report results/gpu/vllm_qwen32b` makes one table.
-      sweep vllm_qwen32b/b 570 backend=fp8,awq_gemm model=qwen32b $THROUGHPUT weights=synthetic timeout_s=300
-      "$PY" -m runners.report "$RESULTS/vllm_qwen32b" --baseline vllm_fp16 >/dev/null 2>&1 || true
-      ;;
-    vllm05)
-      use_vllm
-      sweep vllm_qwen05b 570 backend=vllm_fp16,awq,awq_gemm,gptq,fp8,vllm_bnb model=qwen2.5-0.5b $THROUGHPUT \
-        weights=synthetic timeout_s=240
-      ;;
-    fidelity)
-      use_vllm
-      say "fidelity: vllm bench throughput vs quantbench"
-      timeout 570 "$PY" scripts/vllm_fidelity.py --backend vllm_fp16 --model qwen2.5-0.5b --input-len 512 \
-        --output-len 256 --num-prompts 64 --out "$RESULTS/fidelity_vllm_fp16_qwen2.5-0.5b.json" \
-        "++model.tokenizer=$PWD/.carry/tok-smollm2" || say "fidelity ended with $?"
-      ;;
-    *) echo "unknown phase '$1'; phases: tf-setup claim1 claim3 claim4 vllm-setup vllm32a vllm32b vllm05 fidelity" >&2
+    *) echo "unknown phase '$1'; phases: probe chunk vllm-setup h200 fidelity tf-setup claim1 claim3 claim4" >&2
        return 2 ;;
   esac
 }
 
-for p in "$@"; do phase "$p"; done
-if [ -n "${OUT:-}" ]; then
-  tar czf "$OUT/results.tgz" --exclude='*.tmp*' "$RESULTS" && ls -la "$OUT"
-fi
+# results/<name>/... inside the tar: unpacked in the repository root it lands where it is committed.
+# Packed after every phase, so a call cut by the device's limit still returns what finished.
+pack() {
+  [ -n "${OUT:-}" ] && [ -d "$RESULTS" ] && [ -n "$(ls -A "$RESULTS")" ] || return 0
+  tar czf "$OUT/results.tgz.tmp" --exclude='*.tmp*' --exclude='.quantbench.lock' \
+    -C "$(dirname "$(dirname "$RESULTS")")" "$(basename "$(dirname "$RESULTS")")/$(basename "$RESULTS")" \
+    && mv -f "$OUT/results.tgz.tmp" "$OUT/results.tgz"
+}
+
+rc=0
+while [ $# -gt 0 ]; do
+  p=$1; shift
+  arg=""
+  case $p in
+    chunk|h200) arg=${1:-}; [ $# -gt 0 ] && shift ;;
+    fidelity) if [[ ${1:-} =~ ^(all|vllm_fp16|vllm_bf16|awq|awq_marlin|awq_gemm|gptq|fp8)$ ]]; then arg=$1; shift; fi ;;
+  esac
+  phase "$p" $arg || rc=$?
+  pack
+done
+[ -z "${OUT:-}" ] || ls -la "$OUT"
+exit $rc
