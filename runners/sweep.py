@@ -76,8 +76,16 @@ class DirLock:
 
 
 def write_sweep_file(folder: Path, sweep_id: str, overrides: list[str]) -> None:
+    """A folder continued by later commands (resume, one backend per call) keeps the first command's
+    backend order, adds the new ones after it, and remembers every command that wrote into it."""
+    old = read_sweep_file(folder)
+    command = normalised(overrides)
+    commands = [c for c in old.get("commands", [old["command"]] if "command" in old else []) if c != command]
+    backends = list(dict.fromkeys([*old.get("backends", []), *swept_backends(overrides)]))
     data = {"sweep_id": sweep_id, "pid": os.getpid(), "started_at": dt.datetime.now().isoformat(timespec="seconds"),
-            "command": normalised(overrides), "backends": swept_backends(overrides)}
+            "command": command, "commands": [*commands, command], "backends": backends,
+            "first_started_at": old.get("first_started_at") or old.get("started_at")
+            or dt.datetime.now().isoformat(timespec="seconds")}
     (folder / SWEEP_FILE).write_text(json.dumps(data, indent=1))
 
 
@@ -92,7 +100,7 @@ def latest_same_command(root: Path, overrides: list[str]) -> Path | None:
     """The newest sweep folder under `root` started by the same command (resume= and dirs aside)."""
     want = normalised(overrides)
     found = [(p.stat().st_mtime, p.parent) for p in root.glob(f"**/{SWEEP_FILE}")
-             if read_sweep_file(p.parent).get("command") == want]
+             if want in read_sweep_file(p.parent).get("commands", [])]
     return max(found)[1] if found else None
 
 

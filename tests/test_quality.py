@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from backends.contract import ConfigError, LogProbs, RunFailure
-from backends.vllm import engine as V
+from backends.vllm.outputs import next_token_logprobs
 from runners.plan.config import RunConfig
 from runners.plan.search import ConfigSearch
 from runners.quality import metrics as qm
@@ -100,7 +100,7 @@ def test_top1_agreement_and_generations():
 def test_vllm_next_token_logprobs_include_tokens_below_k():
     lp = lambda v: SimpleNamespace(logprob=v)
     prompt = [None, {7: lp(-0.1), 9: lp(-5.0)}, {8: lp(-0.3)}]  # token 9 ranked below k; 4 not reported
-    got = V.next_token_logprobs(prompt, [1, 9, 4])
+    got = next_token_logprobs(prompt, [1, 9, 4])
     assert got[0] == pytest.approx(-5.0) and np.isnan(got[1])
 
 
@@ -226,7 +226,7 @@ def test_missing_reference_is_launched_once_before_the_run_and_failure_is_absent
 
     calls = []
 
-    def fake_launch(plan, workdir, name, timeout_s, on_message, console):
+    def fake_launch(plan, workdir, name, timeout_s, on_message, console, extra_env=None):
         calls.append((plan.kind, plan.run.backend.name, name))
         on_message({"reference": {"absent": "reference fp32: oom: x"}, "final": True})
         return Exit(0, False, 1.5)

@@ -50,6 +50,11 @@ class VllmEngine(Engine):
     devices = ("cuda",)
     requires = ("vllm",)
 
+    @classmethod
+    def gpus_needed(cls, options: Options) -> int:
+        # Tensor parallelism: one worker process per GPU; the launcher leases that many.
+        return options.tensor_parallel_size
+
     def __init__(self, options: Options, ctx):
         super().__init__(options, ctx)
         if options.quantization == "bitsandbytes":
