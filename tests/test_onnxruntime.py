@@ -56,6 +56,7 @@ def make_engine(options: dict | None = None, *, arch=LLAMA, task="causal_lm", ki
 def loaded(options: dict | None = None, **kw) -> OnnxRuntimeEngine:
     engine = make_engine(options, **kw)
     assert engine.check() is None
+    engine.prepare()
     engine.load()
     return engine
 
@@ -165,7 +166,8 @@ def test_fp32_generate_matches_transformers_and_places_nodes():
     assert info["providers"] == [CPU_EP] and info["providers_requested"] == [CPU_EP]
     assert info["node_placement"] == {CPU_EP: info["nodes_total"]} and info["nodes_total"] > 10
     assert info["placement"] == f"CPU {info['nodes_total']}/{info['nodes_total']} nodes"
-    assert info["export_s"] > 0 and info["cache_hit"] is False
+    stats = engine.artefact_stats()
+    assert stats["export_s"] > 0 and stats["cache_hit"] is False and "quantize_s" not in stats
 
     prompts = [[3, 14, 15, 92, 65], [35, 89, 79, 32, 38]]
     timer = StepTimer(HostClock())
@@ -184,7 +186,7 @@ def test_score_matches_transformers():
     from transformers import AutoModelForCausalLM
 
     engine = loaded()
-    assert engine.describe()["cache_hit"] is True and "export_s" not in engine.describe()
+    assert engine.artefact_stats() == {"cache_hit": True}
     seq = list(range(10, 30))
     got = engine.score(seq)
     model = AutoModelForCausalLM.from_pretrained(engine.ctx.files.folder(), dtype=torch.float32).eval()
@@ -199,7 +201,8 @@ def test_quantized_generate_and_cache_reuse(precision, op):
     options = {"precision": precision}
     first = loaded(options)
     info = first.describe()
-    assert info["cache_hit"] is False and info["quantize_s"] > 0 and "export_s" not in info  # fp32 export reused
+    stats = first.artefact_stats()
+    assert stats["cache_hit"] is False and stats["quantize_s"] > 0 and "export_s" not in stats  # fp32 export reused
     # every projection but the (tied) LM head
     assert info["graph_ops"][op] == 2 * 7 and info["graph_ops"].get("MatMul", 0) >= 1
     tokens = first.generate([[1, 2, 3, 4]] * 3, 4, StepTimer(HostClock()))
@@ -208,8 +211,7 @@ def test_quantized_generate_and_cache_reuse(precision, op):
     assert lp.shape == (12, 256) and np.allclose(np.exp(lp).sum(-1), 1, atol=1e-3)
 
     again = loaded(options)
-    info = again.describe()
-    assert info["cache_hit"] is True and "quantize_s" not in info and "export_s" not in info
+    assert again.artefact_stats() == {"cache_hit": True}
     assert again.generate([[1, 2, 3, 4]] * 3, 4, StepTimer(HostClock())) == tokens
     assert again.memory_facts()["onnx_artifact_mib"] > 0
 
@@ -217,7 +219,7 @@ def test_quantized_generate_and_cache_reuse(precision, op):
 def test_int4_options_change_the_artifact():
     engine = loaded({"precision": "int4", "block_size": 16, "accuracy_level": 4})
     info = engine.describe()
-    assert info["cache_hit"] is False
+    assert engine.artefact_stats()["cache_hit"] is False
     assert info["quantization"]["block_size"] == 16 and info["quantization"]["accuracy_level"] == 4
 
 
