@@ -68,9 +68,10 @@ def head_node(model: Any) -> str | None:
     return None
 
 
-def graph_census(model: Any, head: str | None = None, quantize_head: bool = False) -> WeightCensus:
+def graph_census(model: Any, head: str | None = None, quantize_head: bool | None = None) -> WeightCensus:
     """The census of an `onnx.ModelProto` (loaded with or without external data). `head`: the name of
-    the node producing the logits, named in a note when it stays float."""
+    the node producing the logits, named in a note when it stays float in a quantized graph;
+    `quantize_head`: whether the run asked for it quantized (None: the precision quantizes nothing)."""
     inits = {t.name: t for t in model.graph.initializer}
     producer = {out: node for node in model.graph.node for out in node.output}
     census = WeightCensus(weights_bytes=sum(tensor_bytes(t) for t in inits.values()))
@@ -112,9 +113,16 @@ def graph_census(model: Any, head: str | None = None, quantize_head: bool = Fals
                 continue
             name = module_name(node)
             if node.name == head:
-                why = ("although quantize_head: true (a tied head reaches its MatMul through a Transpose, "
-                       "which the quantizers skip)" if quantize_head else "by design (quantize_head: false)")
-                census.notes.append(f"output head {name} ({node.name}) stays {FLOAT_TYPES[weight.data_type]} {why}")
+                scoped = name != node.name  # a head the quantizer rewrote (Gemm -> MatMul) lost its scopes
+                name = name if scoped else f"output head {node.name}"
+                if quantize_head is not None:
+                    label = f"output head {name} ({node.name})" if scoped else name
+                    tied = node.input[1] not in inits
+                    why = ("by design (quantize_head: false)" if not quantize_head else
+                           "although quantize_head: true: its weight reaches the MatMul through a Transpose "
+                           "(a tied head), which the quantizers skip" if tied else
+                           "although quantize_head: true: the quantizer skipped it")
+                    census.notes.append(f"{label} stays {FLOAT_TYPES[weight.data_type]} {why}")
             census.add(node.op_type, False, name, math.prod(weight.dims), tensor_bytes(weight))
     if missing_scales:
         census.notes.append(f"{len(missing_scales)} MatMulInteger nodes' scales not found by name: "
@@ -122,7 +130,7 @@ def graph_census(model: Any, head: str | None = None, quantize_head: bool = Fals
     return census
 
 
-def file_census(path: Path, quantize_head: bool = False) -> WeightCensus:
+def file_census(path: Path, quantize_head: bool | None = None) -> WeightCensus:
     """The census of a saved graph, its output head found by `head_node`."""
     import onnx
 

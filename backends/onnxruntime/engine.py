@@ -22,7 +22,7 @@ from backends.onnxruntime.export import MODEL_FILE, export_model, refuse_pickle
 from backends.onnxruntime.options import CPU_EP, CUDA_EP, Options, resolve_providers
 from backends.onnxruntime.placement import node_placement, placement_text, session_ops
 from backends.onnxruntime.progress import Heartbeat, quiet_libraries
-from backends.onnxruntime.quantize import REWRITES
+from backends.onnxruntime.quantize import REWRITE_FORMAT, REWRITES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -155,7 +155,7 @@ class OnnxRuntimeEngine(Engine):
         final = exported
         if opts.precision in REWRITES:
             q = opts.quantization()
-            final = root / content_key(opts.precision, q, *base_key)
+            final = root / content_key(opts.precision, q, REWRITE_FORMAT[opts.precision], *base_key)
 
             def rewrite(tmp: Path) -> None:
                 build_once(exported, export)  # only when the quantized graph is not cached already
@@ -340,7 +340,8 @@ class OnnxRuntimeEngine(Engine):
         if self.session is None or self.artifact is None:
             return None
         if self._census is None:
-            self._census = file_census(self.artifact / MODEL_FILE, self.options.quantize_head)
+            quantizing = self.options.precision in REWRITES
+            self._census = file_census(self.artifact / MODEL_FILE, self.options.quantize_head if quantizing else None)
         return self._census
 
     def memory_facts(self) -> dict[str, float]:

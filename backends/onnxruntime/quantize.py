@@ -14,12 +14,18 @@ from backends.onnxruntime.census import head_node
 from backends.onnxruntime.export import MODEL_FILE, save_onnx
 
 
+# Bumped when a rewrite changes what it writes for the same options (part of the artefact's key).
+REWRITE_FORMAT = {"int8": 2, "int4": 1}
+
+
 def quantize_int8(src: Path, dest: Path, q: dict) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     head = head_node(onnx.load(src / MODEL_FILE, load_external_data=False))
-    exclude = [head] if head and not q["quantize_head"] else []
+    # Dynamic quantization first rewrites each Gemm (a classifier head) as a MatMul named
+    # `<gemm>_MatMul`, then applies the exclusions: both names, or the head is quantized after all.
+    exclude = [head, f"{head}_MatMul"] if head and not q["quantize_head"] else []
     quantize_dynamic(src / MODEL_FILE, dest / MODEL_FILE, op_types_to_quantize=q["op_types"],
                      per_channel=q["per_channel"], reduce_range=q["reduce_range"], weight_type=QuantType.QInt8,
                      nodes_to_exclude=exclude, use_external_data_format=True)
