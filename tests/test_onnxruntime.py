@@ -372,6 +372,8 @@ def test_quiet_libraries_keeps_warnings_and_our_console(caplog):
         logging.info('Quantization parameters for tensor:"mul_330" not specified')  # ORT logs on the root logger
         logging.getLogger("torch.onnx._internal.exporter._registration").warning(
             "torchvision is not installed. Skipping torchvision::nms")
+        logging.getLogger("transformers.utils.generic").warning(
+            "`past_key_values`/`cache_params` are deprecated. Use `cache` instead.")
         logging.getLogger("quantbench").info("exporting tiny to ONNX (first time only): 10 s")
         logging.getLogger("onnxscript.optimizer").warning("a real problem")
         with warnings.catch_warnings(record=True) as caught:
@@ -415,4 +417,5 @@ def test_bench_reports_export_apart_from_load_and_keeps_the_console_quiet(tmp_pa
     assert not any("onnxscript" in ln or "onnx_ir" in ln or "torchvision" in ln for ln in console), proc.stderr
     log = (run_dir / "run.log").read_text()
     assert not [ln for ln in log.splitlines() if " onnxscript." in ln or " onnx_ir." in ln
-                or "Quantization parameters for tensor" in ln or "torchvision is not installed" in ln]
+                or "Quantization parameters for tensor" in ln or "torchvision is not installed" in ln
+                or "are deprecated" in ln]

@@ -21,9 +21,15 @@ CONSOLE = logging.getLogger("quantbench")
 
 # Loggers whose INFO lines are per-node progress of the exporter and the quantizers.
 CHATTY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "onnxruntime.quantization")
-# Lines that repeat every export and describe this machine, not the model: named, so that any other
-# warning of the same loggers still reaches run.log.
-NOISE = re.compile(r"torchvision is not installed|Please consider to run pre-processing before quantization")
+# Lines that repeat every export and say nothing about this model, named so that any other warning
+# of the same loggers still reaches run.log: torchvision's detection ops are not registered (we
+# export no vision model); ORT's advice to pre-process (shape inference + ORT optimizations) before
+# quantizing, which we skip on purpose so the quantizer sees the exported graph; transformers 5.24's
+# rename of `past_key_values` to `cache`, which 5.17 (the GPU host's) does not know.
+NOISE = re.compile(r"torchvision is not installed|Please consider to run pre-processing before quantization"
+                   r"|`past_key_values`/`cache_params` are deprecated")
+# Where those are logged (a logger's own filter sees only records logged on it, not its children's).
+NOISY_LOGGERS = ("torch.onnx._internal.exporter._registration", "transformers.utils.generic")
 # Exporter warnings about torch's own internals (LeafSpec deprecation, merged dynamic-axis names).
 WARNING_NOISE = (
     (FutureWarning, r".*"), (DeprecationWarning, r".*"),
@@ -50,9 +56,8 @@ def quiet_libraries() -> Iterator[None]:
     """Hold the exporter's and quantizers' chatter below WARNING; their prints go to stderr (run.log)."""
     loggers = [logging.getLogger(name) for name in CHATTY_LOGGERS]
     levels = [lg.level for lg in loggers]
-    # torch logs the torchvision notice on a module logger of torch.onnx's exporter registry.
-    noisy = [logging.getLogger(), logging.getLogger("torch.onnx._internal.exporter._registration")]
-    drops = [_Drop(logging.WARNING), _Drop(logging.NOTSET)]
+    noisy = [logging.getLogger()] + [logging.getLogger(name) for name in NOISY_LOGGERS]
+    drops = [_Drop(logging.WARNING)] + [_Drop(logging.NOTSET) for _ in NOISY_LOGGERS]
     for lg in loggers:
         lg.setLevel(max(lg.getEffectiveLevel(), logging.WARNING))
     for lg, drop in zip(noisy, drops):
