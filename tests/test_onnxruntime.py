@@ -17,9 +17,16 @@ from backends.onnxruntime import (  # noqa: E402
 )
 from runners.plan.config import BackendSpec, ModelSpec, RunConfig, WorkloadSpec  # noqa: E402
 from runners.open.files import ModelFiles  # noqa: E402
-from backends.contract import HostClock, StepTimer  # noqa: E402
-from backends.contract import ConfigError
+from backends.contract import ConfigError, HostClock, StepTimer  # noqa: E402
+from backends.onnxruntime.export import export_model, first_node_prefilter  # noqa: E402
+from backends.onnxruntime.progress import Heartbeat, quiet_libraries  # noqa: E402
+from runners.open.verify import verdict  # noqa: E402
+from runners.plan.config import Expectation  # noqa: E402
 from runners.plan.strict import build  # noqa: E402
+
+from .conftest import FAST, bench  # noqa: E402
+
+CONF = Path(__file__).parents[1] / "conf" / "backend"
 
 # initializer_range 0.5: peaked logits, so greedy argmax is not decided by float rounding.
 LLAMA = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
@@ -42,13 +49,14 @@ def onnx_cache(tmp_path_factory):
 
 
 def make_engine(options: dict | None = None, *, arch=LLAMA, task="causal_lm", kind="generate",
-                device="cpu", num_labels=3) -> OnnxRuntimeEngine:
-    spec = ModelSpec(name=f"tiny-{arch['model_type']}", task=task, architecture=arch, num_labels=num_labels)
+                device="cpu", num_labels=3, weights="synthetic", **spec_kw) -> OnnxRuntimeEngine:
+    spec = ModelSpec(name=f"tiny-{arch['model_type']}", task=task, architecture=arch, num_labels=num_labels,
+                     **spec_kw)
     opts = build(Options, options or {}, "backend.options")
     run = RunConfig(backend=BackendSpec("ort_test", "onnxruntime", opts), model=spec,
-                    workload=WorkloadSpec(kind=kind, batch_sizes=[1]), weights="synthetic", device=device)
+                    workload=WorkloadSpec(kind=kind, batch_sizes=[1]), weights=weights, device=device)
     OnnxRuntimeEngine.validate(run)
-    files = ModelFiles(spec, "synthetic", task, num_labels, device)
+    files = ModelFiles(spec, weights, task, num_labels, device)
     ctx = EngineContext(run=run, device=device, files=files, cache_dir=ONNX_CACHE["dir"], num_labels=num_labels)
     return OnnxRuntimeEngine(opts, ctx)
 
@@ -56,6 +64,7 @@ def make_engine(options: dict | None = None, *, arch=LLAMA, task="causal_lm", ki
 def loaded(options: dict | None = None, **kw) -> OnnxRuntimeEngine:
     engine = make_engine(options, **kw)
     assert engine.check() is None
+    engine.prepare()
     engine.load()
     return engine
 
@@ -165,7 +174,8 @@ def test_fp32_generate_matches_transformers_and_places_nodes():
     assert info["providers"] == [CPU_EP] and info["providers_requested"] == [CPU_EP]
     assert info["node_placement"] == {CPU_EP: info["nodes_total"]} and info["nodes_total"] > 10
     assert info["placement"] == f"CPU {info['nodes_total']}/{info['nodes_total']} nodes"
-    assert info["export_s"] > 0 and info["cache_hit"] is False
+    stats = engine.artefact_stats()
+    assert stats["export_s"] > 0 and stats["cache_hit"] is False and "quantize_s" not in stats
 
     prompts = [[3, 14, 15, 92, 65], [35, 89, 79, 32, 38]]
     timer = StepTimer(HostClock())
@@ -184,7 +194,7 @@ def test_score_matches_transformers():
     from transformers import AutoModelForCausalLM
 
     engine = loaded()
-    assert engine.describe()["cache_hit"] is True and "export_s" not in engine.describe()
+    assert engine.artefact_stats() == {"cache_hit": True}
     seq = list(range(10, 30))
     got = engine.score(seq)
     model = AutoModelForCausalLM.from_pretrained(engine.ctx.files.folder(), dtype=torch.float32).eval()
@@ -199,7 +209,8 @@ def test_quantized_generate_and_cache_reuse(precision, op):
     options = {"precision": precision}
     first = loaded(options)
     info = first.describe()
-    assert info["cache_hit"] is False and info["quantize_s"] > 0 and "export_s" not in info  # fp32 export reused
+    stats = first.artefact_stats()
+    assert stats["cache_hit"] is False and stats["quantize_s"] > 0 and "export_s" not in stats  # fp32 export reused
     # every projection but the (tied) LM head
     assert info["graph_ops"][op] == 2 * 7 and info["graph_ops"].get("MatMul", 0) >= 1
     tokens = first.generate([[1, 2, 3, 4]] * 3, 4, StepTimer(HostClock()))
@@ -208,8 +219,7 @@ def test_quantized_generate_and_cache_reuse(precision, op):
     assert lp.shape == (12, 256) and np.allclose(np.exp(lp).sum(-1), 1, atol=1e-3)
 
     again = loaded(options)
-    info = again.describe()
-    assert info["cache_hit"] is True and "quantize_s" not in info and "export_s" not in info
+    assert again.artefact_stats() == {"cache_hit": True}
     assert again.generate([[1, 2, 3, 4]] * 3, 4, StepTimer(HostClock())) == tokens
     assert again.memory_facts()["onnx_artifact_mib"] > 0
 
@@ -217,7 +227,7 @@ def test_quantized_generate_and_cache_reuse(precision, op):
 def test_int4_options_change_the_artifact():
     engine = loaded({"precision": "int4", "block_size": 16, "accuracy_level": 4})
     info = engine.describe()
-    assert info["cache_hit"] is False
+    assert engine.artefact_stats()["cache_hit"] is False
     assert info["quantization"]["block_size"] == 16 and info["quantization"]["accuracy_level"] == 4
 
 
@@ -237,3 +247,175 @@ def test_classify_matches_transformers():
     np.testing.assert_allclose(got, ref, atol=1e-4)
     with pytest.raises(RunFailure, match="causal_lm"):
         engine.score([1, 2, 3])
+
+
+# -- weight census: the proof that the precision's rewrite ran -------------------------------------
+def backend_yaml(name: str) -> tuple[dict, Expectation]:
+    import yaml
+
+    backend = yaml.safe_load((CONF / f"{name}.yaml").read_text())
+    options = {k: v for k, v in backend["options"].items() if k != "providers"}
+    return options, build(Expectation, backend["expect"], "backend.expect")
+
+
+@pytest.mark.parametrize("backend, kind, bits", [("ort_fp32", "MatMul", 32), ("ort_int8", "MatMulInteger", 8.008),
+                                                 ("ort_int4", "MatMulNBits", 5)])
+def test_census_proves_each_yaml_expectation(backend, kind, bits):
+    options, expect = backend_yaml(backend)
+    engine = loaded(options)
+    census = engine.census()
+    assert verdict(expect, census, backend) is None
+    assert census.linear_layers == 2 * 7 + 1  # every projection and the LM head; attention's MatMuls hold no weight
+    # The tied LM head reaches its MatMul through a Transpose: still found, named, and float.
+    assert census.unquantized[-1] == "lm_head"
+    info = engine.describe()
+    if expect.quantized:
+        assert census.layers == {kind: 14, "MatMul": 1} and census.quantized_kinds == [kind]
+        assert census.quantized_bits == pytest.approx(bits, abs=0.01)
+        assert census.unquantized == ["lm_head"] and census.unquantized_total == 1
+        assert any("lm_head" in n and "by design" in n for n in census.notes)
+        assert info["quantized_nodes"] == {kind: 14} and info["unquantized_nodes"] == ["lm_head"]
+    else:
+        assert census.quantized_layers == 0 and census.linear_bits == bits and not census.notes
+        assert census.unquantized[0] == "model.layers.0.self_attn.q_proj"
+    assert info["linear_kernels"].startswith(f"{kind} x") and census.summary().startswith(
+        f"{census.quantized_layers}/15 linear layers quantized")
+    # Every initializer, embedding included, and no more than the files hold.
+    assert census.linear_bytes < census.weights_bytes <= engine.memory_facts()["onnx_artifact_mib"] * 2**20
+    assert engine.memory_facts()["weights_mib"] == round(census.weights_bytes / 2**20, 1)
+
+
+def test_quantization_that_skips_every_matmul_is_not_applied():
+    options, expect = backend_yaml("ort_int8")
+    engine = loaded({**options, "op_types": ["Conv"]})  # a valid choice that matches no node of a decoder
+    census = engine.census()
+    assert census.quantized_layers == 0 and census.linear_layers == 15
+    reason = verdict(expect, census, "ort_int8")
+    assert reason and "0 of 15 are" in reason and "MatMul x15" in reason
+    # The same graph passes as what it is: a float32 graph.
+    assert verdict(backend_yaml("ort_fp32")[1], census, "ort_fp32") is None
+
+
+def test_classifier_head_stays_float_in_int8():
+    # quantize_dynamic rewrites Gemm as `<name>_MatMul` before excluding nodes: the head must stay float anyway.
+    engine = loaded({"precision": "int8"}, arch=BERT, task="sequence_classification", kind="classify")
+    census = engine.census()
+    assert census.linear_layers == 8 and census.quantized_layers == 7
+    assert len(census.unquantized) == 1 and census.unquantized[0].startswith("output head")
+    assert any("by design" in n for n in census.notes)
+
+
+# -- allow_pickle -----------------------------------------------------------------------------------
+def test_pickle_checkpoint_needs_allow_pickle(tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    arch = {**LLAMA, "num_hidden_layers": 1}
+    cfg = AutoConfig.for_model(**arch)
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    cfg.save_pretrained(folder)
+    # transformers 5 writes safetensors whatever safe_serialization says: write the pickle ourselves.
+    torch.save(AutoModelForCausalLM.from_config(cfg).state_dict(), folder / "pytorch_model.bin")
+
+    refused = make_engine(arch=arch, weights="pretrained", path=str(folder))
+    with pytest.raises(RunFailure, match=r"pytorch_model\.bin.*model\.allow_pickle=true") as info:
+        refused.prepare()
+    assert info.value.status == "invalid_config"
+
+    allowed = make_engine(arch=arch, weights="pretrained", path=str(folder), allow_pickle=True)
+    allowed.prepare()
+    assert allowed.artefact_stats()["cache_hit"] is False
+    # The export now in the cache is no licence: without the option, the folder is refused still.
+    with pytest.raises(RunFailure, match="model.allow_pickle=true"):
+        make_engine(arch=arch, weights="pretrained", path=str(folder)).prepare()
+
+
+def test_export_refuses_pickle_without_the_option(tmp_path):
+    # The exporter's own from_pretrained honours it too (e.g. a hub id, where no folder is checked first).
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    cfg = AutoConfig.for_model(**{**LLAMA, "num_hidden_layers": 1})
+    cfg.save_pretrained(tmp_path)
+    torch.save(AutoModelForCausalLM.from_config(cfg).state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(RunFailure, match="model.allow_pickle=true"):
+        export_model(str(tmp_path), "causal_lm", "float32", 18, tmp_path)
+
+
+# -- preparation: quiet, with progress, not timed as load ------------------------------------------
+def test_prefilter_leaves_the_export_byte_identical(tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    folder = tmp_path / "hf"
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(**{**LLAMA, "num_hidden_layers": 1})).save_pretrained(folder)
+    with first_node_prefilter() as active:
+        assert active, "onnxscript's matcher changed: the export is slow again (see first_node_prefilter)"
+    files = {}
+    for prefilter in (True, False):
+        dest = tmp_path / str(prefilter)
+        dest.mkdir()
+        with quiet_libraries():
+            export_model(str(folder), "causal_lm", "float32", 18, dest, prefilter=prefilter)
+        files[prefilter] = {f.name: f.read_bytes() for f in dest.iterdir()}
+    assert files[True].keys() == {"model.onnx", "model.onnx.data"}
+    assert files[True] == files[False]
+
+
+def test_quiet_libraries_keeps_warnings_and_our_console(caplog):
+    import logging
+    import warnings
+
+    caplog.set_level(logging.INFO)
+    with quiet_libraries():
+        logging.getLogger("onnxscript.optimizer").info("Applied 554 rewrite rules")
+        logging.getLogger("onnx_ir.passes").info("Removed 392 unused nodes")
+        logging.info('Quantization parameters for tensor:"mul_330" not specified')  # ORT logs on the root logger
+        logging.getLogger("torch.onnx._internal.exporter._registration").warning(
+            "torchvision is not installed. Skipping torchvision::nms")
+        logging.getLogger("transformers.utils.generic").warning(
+            "`past_key_values`/`cache_params` are deprecated. Use `cache` instead.")
+        logging.getLogger("quantbench").info("exporting tiny to ONNX (first time only): 10 s")
+        logging.getLogger("onnxscript.optimizer").warning("a real problem")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            warnings.filterwarnings("ignore", category=FutureWarning)  # what quiet_libraries set, re-applied
+            warnings.warn("something else", UserWarning)
+    logging.getLogger("onnxscript.optimizer").info("after the export")
+    assert [r.getMessage() for r in caplog.records] == [
+        "exporting tiny to ONNX (first time only): 10 s", "a real problem", "after the export"]
+    assert [str(w.message) for w in caught] == ["something else"]
+
+
+def test_heartbeat_reports_while_a_step_runs(caplog):
+    import logging
+    import time
+
+    caplog.set_level(logging.INFO, logger="quantbench")
+    with Heartbeat("exporting tiny to ONNX (first time only)", every_s=0.05) as beat:
+        time.sleep(0.3)
+    lines = [r.getMessage() for r in caplog.records if r.name == "quantbench"]
+    assert lines[0] == "exporting tiny to ONNX (first time only) ..."
+    assert sum(ln.startswith("exporting tiny to ONNX (first time only): ") and ln.endswith(" s") for ln in lines) >= 2
+    assert lines[-1].startswith("exporting tiny to ONNX (first time only): done in") and beat.elapsed_s >= 0.3
+
+
+def test_bench_reports_export_apart_from_load_and_keeps_the_console_quiet(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path / "cold-cache"))
+    run_dir = tmp_path / "run"
+    proc = bench("backend=ort_int8", *FAST, "weights=synthetic", "quality.enabled=false",
+                 "workload.batch_sizes=[1]", f"hydra.run.dir={run_dir}", check=True)
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["status"] == "ok", record["reason"]
+    load = record["load"]
+    assert load["export_s"] > 0 and load["quantize_s"] > 0 and load["cache_hit"] is False
+    assert load["prepare_s"] >= load["export_s"] + load["quantize_s"]
+    assert load["load_s"] < load["export_s"]  # load opens a session; the export is preparation
+    assert record["engine_info"]["census"]["quantized_layers"] == 2 * 7
+    console = proc.stderr.splitlines()
+    assert len(console) < 20, proc.stderr
+    assert any("exporting tiny to ONNX (first time only)" in ln for ln in console)
+    assert not any("onnxscript" in ln or "onnx_ir" in ln or "torchvision" in ln for ln in console), proc.stderr
+    log = (run_dir / "run.log").read_text()
+    assert not [ln for ln in log.splitlines() if " onnxscript." in ln or " onnx_ir." in ln
+                or "Quantization parameters for tensor" in ln or "torchvision is not installed" in ln
+                or "are deprecated" in ln]
