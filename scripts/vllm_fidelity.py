@@ -122,10 +122,15 @@ def bench_command(kwargs: dict[str, Any], tokenizer: str, input_len: int, output
 
     # Text prompts need vLLM's tokenizer; log-prob limits do not matter to this benchmark.
     engine = {k: v for k, v in kwargs.items() if k not in ("skip_tokenizer_init", "max_logprobs")}
-    cmd = [python, "-m", "vllm.entrypoints.cli.main", "bench", "throughput", *kwargs_to_cli(engine),
+    # The random dataset reads --random-input-len / --random-output-len (defaults 1024 / 128) and
+    # prefers them over --input-len / --output-len (vllm/benchmarks/throughput.py, get_requests): give
+    # both pairs, or vLLM measures 1024 + 128 (seen on the H200: its max_model_len check failed).
+    runner = str(Path(__file__).resolve().with_name("vllm_bench_throughput.py"))
+    cmd = [python, runner, *kwargs_to_cli(engine),
            "--tokenizer", tokenizer, "--dataset-name", "random", "--input-len", str(input_len),
-           "--output-len", str(output_len), "--num-prompts", str(num_prompts), "--num-warmups", str(warmups),
-           "--output-json", output_json]
+           "--output-len", str(output_len), "--random-input-len", str(input_len),
+           "--random-output-len", str(output_len), "--random-range-ratio", "0.0",
+           "--num-prompts", str(num_prompts), "--num-warmups", str(warmups), "--output-json", output_json]
     if not detokenize:
         cmd.append("--disable-detokenize")
     return cmd

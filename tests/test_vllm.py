@@ -926,10 +926,13 @@ def test_fidelity_commands_share_the_engine_settings():
     run = _run("awq")
     kw = A.llm_kwargs(run.backend.options, _ctx(run))
     cmd = f.bench_command(kw, "/tok", 1024, 256, 256, 256, "/o.json", detokenize=False, python="py")
-    assert cmd[:6] == ["py", "-m", "vllm.entrypoints.cli.main", "bench", "throughput", "--model"]
+    # vLLM's benchmark module itself, not its CLI entry (which imports the OpenAI server's packages).
+    assert cmd[0] == "py" and cmd[1].endswith("scripts/vllm_bench_throughput.py") and cmd[2] == "--model"
     joined = " ".join(cmd)
+    # The random dataset prefers --random-input-len / --random-output-len (defaults 1024 / 128).
     for part in ("--load-format dummy", "--quantization awq_marlin", "--dtype float16", "--no-enable-prefix-caching",
-                 "--input-len 1024", "--output-len 256", "--num-prompts 256", "--num-warmups 256",
+                 "--input-len 1024", "--output-len 256", "--random-input-len 1024", "--random-output-len 256",
+                 "--random-range-ratio 0.0", "--num-prompts 256", "--num-warmups 256",
                  "--tokenizer /tok", "--dataset-name random", "--disable-detokenize", "--gpu-memory-utilization 0.9"):
         assert part in joined
     assert "skip-tokenizer-init" not in joined and "max-logprobs" not in joined and "--disable-log-stats" not in joined
