@@ -1,4 +1,5 @@
-"""Hugging Face transformers engine: fp32 / fp16 / bf16 and bitsandbytes LLM.int8, NF4, FP4.
+"""Hugging Face transformers engine: fp32 / fp16 / bf16, bitsandbytes LLM.int8, NF4, FP4, and
+compressed-tensors checkpoints made by llm-compressor (GPTQ / AWQ W4A16, FP8 dynamic).
 
 Quantized variants load exactly as users load them: `from_pretrained(..., quantization_config=
 BitsAndBytesConfig(...))` on a folder of real (or cached synthetic) weights, so the kernels measured
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from backends.compress import Recipe
 from backends.contract import ConfigError, CudaClock, Engine, HostClock, LogProbs, RunFailure, WeightCensus
 
 DType = Literal["float32", "float16", "bfloat16"]
@@ -21,7 +23,9 @@ OUTPUT_HEADS = {"causal_lm": ["lm_head"], "sequence_classification": ["score", "
 @dataclass(frozen=True)
 class Options:
     dtype: DType = "float32"
-    quantization: Literal["none", "bnb_int8", "bnb_nf4", "bnb_fp4"] = "none"
+    # compressed_tensors: a checkpoint llm-compressor makes with `compress` (built once, cached), loaded
+    # with transformers' compressed-tensors support (decompressed to `dtype` weights on load).
+    quantization: Literal["none", "bnb_int8", "bnb_nf4", "bnb_fp4", "compressed_tensors"] = "none"
     llm_int8_threshold: float = 6.0
     # null = the model's output head (lm_head / score / classifier)
     llm_int8_skip_modules: list[str] | None = None
@@ -29,8 +33,11 @@ class Options:
     bnb_4bit_compute_dtype: DType | None = None
     bnb_4bit_use_double_quant: bool = True
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
+    compress: Recipe | None = None
 
     def __post_init__(self) -> None:
+        if (self.quantization == "compressed_tensors") != (self.compress is not None):
+            raise ConfigError("backend.options.compress: give it exactly when quantization is compressed_tensors")
         if self.llm_int8_threshold < 0:
             raise ConfigError(f"backend.options.llm_int8_threshold: must be >= 0, got {self.llm_int8_threshold}")
 
@@ -44,7 +51,14 @@ class TransformersEngine(Engine):
     def __init__(self, options: Options, ctx):
         super().__init__(options, ctx)
         self.model = None
-        self.requires = ("torch", "transformers") + (("bitsandbytes",) if options.quantization != "none" else ())
+        self.checkpoint = None  # backends.compress.CheckpointBuild, for compressed_tensors
+        self.requires = ("torch", "transformers")
+        if options.quantization == "compressed_tensors":
+            self.requires += ("llmcompressor", "compressed_tensors")
+            self.extra = "quantize"
+            self.packages = self.packages + ("llmcompressor", "compressed-tensors")
+        elif options.quantization != "none":
+            self.requires += ("bitsandbytes",)
 
     def check(self) -> RunFailure | None:
         problem = super().check()
@@ -58,6 +72,16 @@ class TransformersEngine(Engine):
         return None
 
     # -- loading -----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        super().prepare()
+        if self.options.compress is not None:
+            from backends.compress import checkpoint
+
+            self.checkpoint = checkpoint(self.ctx, self.options.compress)
+
+    def artefact_stats(self) -> dict[str, Any]:
+        return dict(self.checkpoint.stats) if self.checkpoint is not None else {}
+
     def _torch_dtype(self, name: str | None):
         import torch
 
@@ -70,6 +94,12 @@ class TransformersEngine(Engine):
         o = self.options
         if o.quantization == "none":
             return None
+        if o.quantization == "compressed_tensors":
+            from transformers.utils.quantization_config import CompressedTensorsConfig
+
+            # Decompressed float weights: CPU has no compressed-tensors kernels (FP8 weights would meet a
+            # float32 matmul); dynamic FP8 activations are still quantized per token (emulated in float).
+            return CompressedTensorsConfig(run_compressed=False)
         from transformers import BitsAndBytesConfig
 
         if o.quantization == "bnb_int8":
@@ -100,7 +130,8 @@ class TransformersEngine(Engine):
         qc = self.quantization_config()
         if qc is not None:
             kwargs["quantization_config"] = qc
-        self.model = auto.from_pretrained(files.folder(), **kwargs).eval()
+        folder = str(self.checkpoint.folder) if self.checkpoint is not None else files.folder()
+        self.model = auto.from_pretrained(folder, **kwargs).eval()
         if self.model.config.pad_token_id is None:
             # Sequence classification with batch > 1 needs a pad id to find the last token; our inputs
             # never contain id 0 unpadded, so it only marks "no padding here".
@@ -157,7 +188,9 @@ class TransformersEngine(Engine):
         o = self.options
         info: dict[str, Any] = {"engine": "transformers", "transformers": md.version("transformers"),
                                 "torch": md.version("torch"), "dtype": o.dtype, "quantization": o.quantization}
-        if o.quantization != "none":
+        if o.quantization == "compressed_tensors":
+            info.update(self._compressed_info())
+        elif o.quantization != "none":
             info["bitsandbytes"] = md.version("bitsandbytes")
             info["skip_modules"] = self.skip_modules()
         if o.quantization == "bnb_int8":
@@ -173,11 +206,32 @@ class TransformersEngine(Engine):
                 info["unquantized_modules"] = census.unquantized
         return info
 
+    def _compressed_info(self) -> dict[str, Any]:
+        from backends.compress import checkpoint_summary
+
+        info: dict[str, Any] = {"recipe": self.options.compress.key()}
+        if self.checkpoint is not None:
+            b = self.checkpoint
+            info.update(checkpoint=str(b.folder), checkpoint_mib=b.stats.get("checkpoint_mib"),
+                        checkpoint_quantization=checkpoint_summary(b.folder), calibration=b.info.get("calibration"),
+                        calibration_tokens=b.info.get("calibration_tokens"), built_with=b.info.get("versions"),
+                        quantize_s=b.info.get("quantize_s"), cache_hit=b.stats.get("cache_hit"),
+                        compute=("checkpoint decompressed on load to float weights on the quantization grid; "
+                                 "the matmuls run in " + self.options.dtype + (
+                                     ", activations quantized to FP8 per token on the fly (emulated)"
+                                     if self.options.compress.method == "fp8_dynamic" else "")))
+        return info
+
     def census(self) -> WeightCensus | None:
         """Which layer classes hold the linear weights, and their bytes: proof that quantization happened."""
         if self.model is None:
             return None
         import torch
+
+        if self.checkpoint is not None:
+            from backends.compress import checkpoint_census
+
+            return checkpoint_census(self.model, self.checkpoint.folder, int(self.model.get_memory_footprint()))
 
         census = WeightCensus(weights_bytes=int(self.model.get_memory_footprint()))
         for name, m in self.model.named_modules():

@@ -169,6 +169,15 @@ class ModelFiles:
 
         return self._entry(final, build)
 
+    def calibration_texts(self) -> tuple[list[str], str]:
+        """Texts to calibrate a quantizer on, and what they are: the BBC News *train* split (the quality
+        evaluation reads the test split of the same `bbc_split`), round-robin over classes."""
+        from runners.quality.evaldata import bbc_split, interleave_by_label
+
+        train, _ = bbc_split(seed=0, test_fraction=0.2)
+        return ([text for text, _ in interleave_by_label(train)],
+                "bbc-news train split (bbc_split seed 0, test_fraction 0.2; eval uses the test split), round-robin by class")
+
     def load_tokenizer(self) -> Any | None:
         src = self.tokenizer_source()
         if not src:
