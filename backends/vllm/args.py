@@ -104,13 +104,20 @@ def auto_max_model_len(run: Any) -> int:
     return int(need)
 
 
-def model_source(options: Options, ctx: Any) -> tuple[str, str | None, dict | None, str]:
-    """(model path or id, load_format or None, injected quantization_config, what it is)."""
+def model_source(options: Options, ctx: Any, built: Any = None) -> tuple[str, str | None, dict | None, str]:
+    """(model path or id, load_format or None, injected quantization_config, what it is).
+
+    `built`: the compressed-tensors checkpoint prepare() made (backends.compress.CheckpointBuild)."""
     run = ctx.run
     q = options.quantization
+    key = checkpoint_key(options)
+    checkpoints = run.model.checkpoints or {}
+    if options.compress is not None and key not in checkpoints:
+        if built is None:
+            raise RuntimeError("compress: the checkpoint is built by the engine's prepare(); call it first")
+        return str(built.folder), None, None, (f"compressed-tensors checkpoint made by llm-compressor "
+                                               f"({options.compress.method}, {run.weights} weights)")
     if run.weights == "pretrained":
-        key = checkpoint_key(options)
-        checkpoints = run.model.checkpoints or {}
         if key and key in checkpoints:
             return checkpoints[key], None, None, f"pretrained checkpoint model.checkpoints.{key}"
         return str(ctx.files.folder()), None, None, "pretrained weights"

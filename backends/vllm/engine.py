@@ -70,6 +70,10 @@ class VllmEngine(Engine):
         self.capability: tuple[int, int] | None = None
         self.gpu_name = ""
         self._log: LogCapture | None = None
+        self.built = None  # backends.compress.CheckpointBuild when options.compress makes the checkpoint
+        if options.compress is not None:
+            self.requires = ("vllm", "llmcompressor")
+            self.packages = self.packages + ("llmcompressor",)
 
     # -- checks ---------------------------------------------------------------------------------
     @classmethod
@@ -78,7 +82,7 @@ class VllmEngine(Engine):
         if run.workload.kind != "generate" or run.model.task != "causal_lm":
             raise ConfigError(f"backend {run.backend.name!r}: the vllm engine runs causal-LM generate workloads only "
                               f"(got model task {run.model.task}, workload {run.workload.kind})")
-        if run.weights == "pretrained" and o.quantization in PREQUANTIZED:
+        if run.weights == "pretrained" and o.quantization in PREQUANTIZED and o.compress is None:
             key = checkpoint_key(o)
             if key not in (run.model.checkpoints or {}):
                 listed = ", ".join(sorted(run.model.checkpoints or {})) or "none"
@@ -86,7 +90,8 @@ class VllmEngine(Engine):
                     f"backend {run.backend.name!r}: {o.quantization} needs pre-quantized weights, and model "
                     f"{run.model.name!r} lists no {key!r} checkpoint (model.checkpoints: {listed}); "
                     f"add one, or use weights=synthetic")
-        if run.weights == "synthetic" and o.quantization == "compressed-tensors" and o.quantization_config is None:
+        if (run.weights == "synthetic" and o.quantization == "compressed-tensors" and o.quantization_config is None
+                and o.compress is None):
             raise ConfigError(f"backend {run.backend.name!r}: synthetic compressed-tensors weights need "
                               f"backend.options.quantization_config (the checkpoint's config.json entry)")
         if run.weights == "synthetic" and o.quantization in GPTQ and o.quantization_config is None:
@@ -108,7 +113,15 @@ class VllmEngine(Engine):
 
     # -- loading --------------------------------------------------------------------------------
     def prepare(self) -> None:
-        model_source(self.options, self.ctx)  # config-only folder for dummy weights; real files otherwise
+        o = self.options
+        if o.compress is not None and checkpoint_key(o) not in (self.ctx.run.model.checkpoints or {}):
+            from backends.compress import checkpoint
+
+            self.built = checkpoint(self.ctx, o.compress)
+        model_source(o, self.ctx, self.built)  # config-only folder for dummy weights; real files otherwise
+
+    def artefact_stats(self) -> dict[str, Any]:
+        return dict(self.built.stats) if self.built is not None else {}
 
     def load(self) -> None:
         o = self.options
@@ -122,7 +135,7 @@ class VllmEngine(Engine):
         if o.introspect:
             # apply_model sends a function to the engine-core process; vLLM pickles it only with this set.
             self._log.set_env("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
-        source = model_source(o, self.ctx)
+        source = model_source(o, self.ctx, self.built)
         _, _, self.injected_qcfg, self.source = source
         self.kwargs = llm_kwargs(o, self.ctx, source)
         if o.detokenize and not self.ctx.files.tokenizer_source():
@@ -225,6 +238,12 @@ class VllmEngine(Engine):
             info["compute_capability"] = f"{self.capability[0]}.{self.capability[1]}"
         if self.injected_qcfg:
             info["synthetic_quantization_config"] = self.injected_qcfg
+        if self.built is not None:
+            from backends.compress import checkpoint_summary
+
+            info.update(checkpoint=str(self.built.folder), checkpoint_quantization=checkpoint_summary(self.built.folder),
+                        calibration=self.built.info.get("calibration"), built_with=self.built.info.get("versions"),
+                        quantize_s=self.built.info.get("quantize_s"), recipe=o.compress.key())
         if self.kwargs:
             info["llm_kwargs"] = {k: v for k, v in self.kwargs.items() if k != "model"}
         if self.llm is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from backends.compress import Recipe
 from backends.contract import ConfigError
 
 Quantization = Literal["none", "awq_marlin", "awq", "gptq_marlin", "gptq", "fp8", "bitsandbytes",
@@ -66,6 +67,10 @@ class Options:
     quantization_config: dict[str, Any] | None = None
     # weights=pretrained: key of model.checkpoints to load; null = the method's usual key (awq, gptq, ...).
     checkpoint: str | None = None
+    # quantization compressed-tensors: build the checkpoint from the run's model with llm-compressor
+    # (backends/compress, cached; the same folder the transformers ct_* backends load on CPU), unless
+    # model.checkpoints has the `checkpoint` key (a folder carried from another machine).
+    compress: Recipe | None = None
     # Top-k log-probs per position for quality scoring (vLLM returns top-k, never full distributions).
     score_top_k: int = 20
     # Load the tokenizer and detokenize outputs as a server would; off: token ids in and out.
@@ -92,6 +97,9 @@ class Options:
             raise ConfigError(f"{p}bits: vLLM's AWQ supports 4-bit weights only, got {self.bits}")
         if self.group_size is not None and self.group_size not in (-1, *GROUP_SIZES):
             raise ConfigError(f"{p}group_size: {self.group_size} is not valid; choose one of -1, 32, 64, 128")
+        if self.compress is not None and self.quantization != "compressed-tensors":
+            raise ConfigError(f"{p}compress: makes a compressed-tensors checkpoint; set quantization: compressed-tensors "
+                              f"(got {self.quantization})")
         clash = sorted(set(self.engine_args) & set(MANAGED_KWARGS))
         if clash:
             raise ConfigError(f"{p}engine_args: {', '.join(clash)} are set by their own options or by quantbench")
