@@ -181,14 +181,34 @@ def test_vllm_compress_needs_compressed_tensors():
                              "device": "cuda"}, "x")
 
 
-@needs_llmc
-def test_vllm_ct_prepare_builds_the_same_checkpoint_the_cpu_backend_loads():
-    from runners.open.engine import make_engine
+def test_vllm_ct_synthetic_weights_are_dummy_weights_shaped_by_the_recipe():
+    class Files(_Files):
+        def config_folder(self, extra=None):
+            self.extra = extra
+            return Path("/cache/configs/abc")
 
-    cpu = _open(_run("ct_gptq_w4a16"))
-    run = _run("vllm_ct_gptq_w4a16", device="cuda")
-    engine = make_engine(run, "cuda")  # prepare only: no GPU touched
-    engine.prepare()
-    assert engine.built.folder == cpu.checkpoint.folder
-    kw = A.llm_kwargs(run.backend.options, engine.ctx, A.model_source(run.backend.options, engine.ctx, engine.built))
-    assert kw["model"] == str(cpu.checkpoint.folder) and kw["quantization"] == "compressed-tensors"
+    for backend, fmt in (("vllm_ct_gptq_w4a16", "pack-quantized"), ("vllm_ct_fp8_dynamic", "float-quantized")):
+        run = _run(backend, model="tiny", device="cuda")
+        files = Files()
+        ctx = EngineContext(run=run, device="cuda", files=files, cache_dir=Path("/cache"), num_labels=2)
+        kw = A.llm_kwargs(run.backend.options, ctx)
+        assert kw["load_format"] == "dummy" and kw["model"] == "/cache/configs/abc"
+        qc = files.extra["quantization_config"]
+        assert qc["quant_method"] == "compressed-tensors" and qc["format"] == fmt
+        assert qc["ignore"] == ["lm_head"]
+
+
+@needs_llmc
+def test_recipe_config_matches_what_llm_compressor_writes():
+    """The dummy-weight config must be the one a real checkpoint carries (the fields vLLM reads)."""
+    for backend in CT:
+        engine = _open(_run(backend))
+        real = json.loads((engine.checkpoint.folder / "config.json").read_text())["quantization_config"]
+        ours = engine.options.compress.quantization_config()
+        assert (ours["format"], ours["ignore"], ours["quant_method"]) == (real["format"], real["ignore"],
+                                                                         real["quant_method"])
+        for part in ("weights", "input_activations"):
+            a, b = ours["config_groups"]["group_0"][part], real["config_groups"]["group_0"][part]
+            assert (a is None) == (b is None)
+            if a:
+                assert {k: b[k] for k in a} == a, (backend, part)

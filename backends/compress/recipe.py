@@ -55,6 +55,24 @@ class Recipe:
             d["dampening_frac"] = self.dampening_frac
         return d
 
+    def quantization_config(self) -> dict[str, Any]:
+        """The config.json `quantization_config` a checkpoint of this recipe carries (as llm-compressor
+        0.14 writes it): what dummy-weight loaders (vLLM, weights=synthetic) need to give layers their
+        packed shapes without building a checkpoint."""
+        if self.method == "fp8_dynamic":
+            weights = {"num_bits": 8, "type": "float", "strategy": "channel", "symmetric": True, "dynamic": False}
+            acts: dict[str, Any] | None = {"num_bits": 8, "type": "float", "strategy": "token", "symmetric": True,
+                                           "dynamic": True}
+            fmt = "float-quantized"
+        else:
+            weights = {"num_bits": self.bits, "type": "int", "strategy": "group", "group_size": self.group_size,
+                       "symmetric": self.symmetric, "dynamic": False}
+            acts, fmt = None, "pack-quantized"
+        return {"quant_method": "compressed-tensors", "format": fmt, "quantization_status": "compressed",
+                "ignore": list(self.ignore), "kv_cache_scheme": None, "sparsity_config": {},
+                "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights, "input_activations": acts,
+                                              "output_activations": None, "format": fmt}}}
+
     def modifier(self) -> Any:
         """The llm-compressor modifier for this recipe (imports llm-compressor)."""
         if self.method == "fp8_dynamic":

@@ -112,6 +112,12 @@ def model_source(options: Options, ctx: Any, built: Any = None) -> tuple[str, st
     q = options.quantization
     key = checkpoint_key(options)
     checkpoints = run.model.checkpoints or {}
+    if options.compress is not None and key not in checkpoints and run.weights == "synthetic":
+        # Like synthetic AWQ/GPTQ: dummy weights shaped by the config the recipe's checkpoint would carry
+        # (quantizing random weights of a 32B model on the way to a speed number buys nothing).
+        qcfg = options.compress.quantization_config()
+        return str(ctx.files.config_folder(extra={"quantization_config": qcfg})), "dummy", qcfg, \
+            "dummy weights on a config-only folder (compressed-tensors config of the recipe)"
     if options.compress is not None and key not in checkpoints:
         if built is None:
             raise RuntimeError("compress: the checkpoint is built by the engine's prepare(); call it first")

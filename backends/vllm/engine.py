@@ -114,7 +114,8 @@ class VllmEngine(Engine):
     # -- loading --------------------------------------------------------------------------------
     def prepare(self) -> None:
         o = self.options
-        if o.compress is not None and checkpoint_key(o) not in (self.ctx.run.model.checkpoints or {}):
+        if (o.compress is not None and self.ctx.run.weights == "pretrained"
+                and checkpoint_key(o) not in (self.ctx.run.model.checkpoints or {})):
             from backends.compress import checkpoint
 
             self.built = checkpoint(self.ctx, o.compress)
