@@ -93,6 +93,27 @@ def routed_chatter() -> Iterator[None]:
         logger.add(sys.stderr, level="INFO", colorize=False)
 
 
+@contextlib.contextmanager
+def cpu_only_awq() -> Iterator[None]:
+    """llm-compressor 0.14.0.1's AWQ pins its cached activations before every grid search
+    (modifiers/transform/awq/base.py: `cache.pin_memory(...)`), and pinning needs an accelerator: on a
+    CPU-only host AWQ dies with "Cannot access accelerator device". Pinning only speeds host-to-GPU
+    copies, so without an accelerator it is skipped (patched for this step only)."""
+    import torch
+
+    if torch.accelerator.is_available():
+        yield
+        return
+    from llmcompressor.pipelines.cache import IntermediatesCache
+
+    original = IntermediatesCache.pin_memory
+    IntermediatesCache.pin_memory = lambda self, *a, **k: None
+    try:
+        yield
+    finally:
+        IntermediatesCache.pin_memory = original
+
+
 def _ids_only_tokenizer() -> Any:
     """oneshot wants a processor even for a tokenized dataset; a model without a tokenizer gets this one."""
     from tokenizers import Tokenizer
@@ -124,7 +145,7 @@ def checkpoint(ctx: Any, recipe: Recipe) -> CheckpointBuild:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
         tok = files.load_tokenizer()
         t0 = time.perf_counter()
-        with routed_chatter():
+        with routed_chatter(), cpu_only_awq():
             kwargs: dict[str, Any] = {}
             if ids:
                 from datasets import Dataset
