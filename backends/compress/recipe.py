@@ -22,7 +22,7 @@ class Recipe:
     symmetric: bool = True
     # Calibration: articles of the BBC News *train* split (never the evaluation articles), each cut to
     # `calibration_seq_len` tokens.
-    calibration_samples: int = 64
+    calibration_samples: int = 16
     calibration_seq_len: int = 256
     ignore: list[str] = field(default_factory=lambda: ["lm_head"])
     # GPTQ's Hessian dampening (llm-compressor default 0.01).
