@@ -137,3 +137,19 @@ def test_engine_options_checked_against_each_swept_backend():
     with pytest.raises(CliError, match="gpu_memory_utilization"):
         check(["backend=fp32", "backend.options.gpu_memory_utilization=0.5"])  # a vLLM option on transformers
     assert check(["backend=vllm_fp16,awq", "backend.options.gpu_memory_utilization=0.5"])[1].endswith("=0.5")
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-0.5b", "qwen2.5-7b", "qwen2.5-32b", "qwen2.5-72b"])
+def test_qwen_architectures_add_up_to_their_parameter_count(name):
+    """Synthetic weights are built from these numbers: a wrong width would measure another model."""
+    import yaml
+
+    data = yaml.safe_load((ROOT / "conf" / "model" / f"{name}.yaml").read_text())
+    a = data["architecture"]
+    h, inter, layers, kv = a["hidden_size"], a["intermediate_size"], a["num_hidden_layers"], a["num_key_value_heads"]
+    head = h // a["num_attention_heads"]
+    attn = h * h * 2 + 2 * h * kv * head + h + 2 * kv * head  # q, o; k, v; q/k/v biases
+    per_layer = attn + 3 * h * inter + 2 * h
+    embed = a["vocab_size"] * h * (1 if a["tie_word_embeddings"] else 2)
+    total_b = (embed + layers * per_layer + h) / 1e9
+    assert abs(total_b - data["params_b"]) / data["params_b"] < 0.02, total_b

@@ -6,18 +6,32 @@ must carry measured speed and memory, and the quantized rows a small, non-zero K
 from __future__ import annotations
 
 import csv
+import re
 
 import pytest
 
 from runners.record.store import find_records
 
-from .conftest import bench
+from .conftest import ROOT, bench
 
 pytestmark = pytest.mark.slow
 
 
+def readme_first_backends() -> list[str]:
+    """The backends of the README's first command: a newcomer's first run must be a comparison."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("<!-- run-command -->"):text.index("<!-- /run-command -->")]
+    command = block.split("&&")[-1]
+    assert re.search(r"(quantbench|runners\.bench) -m ", command), command
+    return re.search(r"backend=(\S+)", command).group(1).split(",")
+
+
+def test_readme_first_command_is_the_sweep_tested_here():
+    assert readme_first_backends() == ["fp32", "bnb_int8", "ort_int8"]
+
+
 def test_smollm2_sweep_fp32_bnb_int8_ort_int8(tmp_path):
-    bench("-m", "backend=fp32,bnb_int8,ort_int8", "model=smollm2-135m", "workload.batch_sizes=[1]",
+    bench("-m", "backend=" + ",".join(readme_first_backends()), "model=smollm2-135m", "workload.batch_sizes=[1]",
           "workload.prompt_tokens=16", "workload.new_tokens=4", "workload.warmup=1", "workload.repeats=2",
           "quality.reference=fp32", "quality.eval_tokens=32", "quality.generations=2",
           "quality.generation_tokens=4", "report.html=false", f"hydra.sweep.dir={tmp_path}",

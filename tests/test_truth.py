@@ -151,7 +151,8 @@ def test_damaged_record_is_named_and_rerun_by_resume(tmp_path):
     assert _record(tmp_path, "fault_none").status == "ok"
 
 
-def test_damaged_cache_entry_is_rebuilt_once(tmp_path):
+def test_damaged_cache_entry_is_rebuilt_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path / "cache"))  # the session cache holds other entries
     run = [*FAST, "backend=fp32", "weights=synthetic", "workload.batch_sizes=[1]", "report.html=false"]
     bench(*run, f"hydra.run.dir={tmp_path / 'a'}", check=True)
     [weights] = [p for p in (cache_dir() / "synthetic").rglob("model.safetensors")]

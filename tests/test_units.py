@@ -118,3 +118,29 @@ def test_energy_meter_is_absent_on_cpu():
     meter = EnergyMeter("cpu")
     meter.start()
     assert meter.stop() is None and "GPU-only" in meter.reason
+
+
+def test_memory_watcher_does_not_slow_the_run_it_watches(monkeypatch):
+    """Listing the process tree scans all of /proc; on every 10 ms tick it held the GIL for ~30% of a
+    CPU decode loop. The tree is listed about once a second; each tick only reads known processes."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from runners.measure.memory import MemoryWatcher
+
+    listed = []
+    real_children = psutil.Process.children
+    monkeypatch.setattr(psutil.Process, "children", lambda self, **kw: listed.append(1) or real_children(self, **kw))
+    child = subprocess.Popen([sys.executable, "-c", "b = bytearray(300 * 2**20); import time; time.sleep(3)"])
+    try:
+        time.sleep(1.0)  # the child has allocated its 300 MiB
+        with MemoryWatcher("cpu") as watch:
+            time.sleep(1.5)
+    finally:
+        child.kill()
+    assert 1 <= len(listed) <= 4, len(listed)  # was one per 10 ms tick: ~150
+    me = psutil.Process().memory_info().rss / 2**20
+    assert watch.peaks.values_mib["peak_rss_mib"] > me + 250  # the child is still counted

@@ -986,3 +986,19 @@ def test_fidelity_from_a_record_uses_its_exact_settings(tmp_path, monkeypatch):
     assert got["backend"] == "awq" and got["llm_kwargs"]["max_model_len"] == 768 and "ratio_quantbench_over_vllm" not in got
     path.write_text(__import__("json").dumps(drift))
     assert f.main(["--record", str(path), "--num-prompts", "64", "--skip-vllm", "--out", str(out)]) == 2
+
+
+@pytest.mark.parametrize("backend", ["vllm_fp16_kv_fp8", "awq_kv_fp8"])
+def test_fp8_kv_cache_backends_ask_for_it_and_prove_it(backend):
+    """An FP8 KV cache changes how many requests fit: the row must show vLLM really configured it."""
+    from runners.open.verify import verdict
+
+    run = _run(backend, "qwen2.5-32b")
+    assert A.llm_kwargs(run.backend.options, _ctx(run, FakeFiles()))["kv_cache_dtype"] == "fp8"
+    eng = E.VllmEngine(run.backend.options, _ctx(run))
+    eng.inspection = I.inspect_model(_fake_vllm_model("gptq" if backend.startswith("awq") else "fp16"))  # 4-bit layers
+    census = eng.census()
+    assert verdict(run.backend.expect, census, backend, lambda: {"kv_cache_dtype": "fp8_e4m3"}) is None
+    reason = verdict(run.backend.expect, census, backend, lambda: {"kv_cache_dtype": "auto"})
+    assert reason == f"{backend} expects a fp8 KV cache, but the engine reports 'auto'"
+    assert "no KV-cache dtype" in verdict(run.backend.expect, census, backend, lambda: {})

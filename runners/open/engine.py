@@ -55,7 +55,7 @@ def open_engine(engine: Engine, facts: dict[str, Any]) -> None:
             why = classify_exception(again)
             raise RunFailure(why.status, f"{why.reason} (also after rebuilding the cache entries "
                                          f"{', '.join(map(str, rebuilt))})") from again
-    reason = verdict(run.backend.expect, engine.census(), run.backend.name)
+    reason = verdict(run.backend.expect, engine.census(), run.backend.name, engine.describe)
     if reason:
         raise RunFailure("not_applied", reason)
 

@@ -6,6 +6,8 @@ is not measured, because its numbers would carry a name they do not deserve.
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from backends.contract import WeightCensus
 from runners.plan.config import Expectation
 
@@ -13,9 +15,24 @@ from runners.plan.config import Expectation
 _BELOW = 0.5
 
 
-def verdict(expect: Expectation, census: WeightCensus | None, backend: str) -> str | None:
-    """None when the census proves the expectation; else why not, with the evidence."""
+def verdict(expect: Expectation, census: WeightCensus | None, backend: str,
+            describe: Callable[[], dict[str, Any]] | None = None) -> str | None:
+    """None when the census (and, for the KV cache, the engine's describe()) proves the expectation;
+    else why not, with the evidence."""
     if expect.empty:
+        return None
+    weights = _weights_verdict(expect, census, backend)
+    if weights or expect.kv_cache_dtype is None:
+        return weights
+    got = (describe() if describe else {}).get("kv_cache_dtype")
+    if got is None or not str(got).startswith(expect.kv_cache_dtype):
+        return (f"{backend} expects a {expect.kv_cache_dtype} KV cache, but the engine reports "
+                f"{'no KV-cache dtype' if got is None else repr(got)}")
+    return None
+
+
+def _weights_verdict(expect: Expectation, census: WeightCensus | None, backend: str) -> str | None:
+    if expect.quantized is None and expect.weight_bits is None:
         return None
     if census is None or census.linear_layers == 0:
         return (f"{backend} expects {_expected(expect)}, but the engine reported no linear-layer census "

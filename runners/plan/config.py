@@ -134,11 +134,13 @@ class Expectation:
     `quantized`: true = at least one linear layer on a quantized kernel; false = none.
     `weight_bits`: bits per logical weight the linear layers hold (quantized ones, when `quantized`),
     scales and zero points included; accepted from `weight_bits - 0.5` to `weight_bits + bits_tolerance`.
+    `kv_cache_dtype`: the KV-cache dtype the engine reports in describe() (e.g. `fp8`: `fp8_e4m3` passes).
     """
 
     quantized: bool | None = None
     weight_bits: float | None = None
     bits_tolerance: float = 1.0
+    kv_cache_dtype: str | None = None
 
     def __post_init__(self) -> None:
         positive("backend.expect.weight_bits", self.weight_bits)
@@ -146,7 +148,7 @@ class Expectation:
 
     @property
     def empty(self) -> bool:
-        return self.quantized is None and self.weight_bits is None
+        return self.quantized is None and self.weight_bits is None and self.kv_cache_dtype is None
 
 
 @dataclass(frozen=True)
