@@ -172,9 +172,9 @@ class ModelFiles:
     def calibration_texts(self) -> tuple[list[str], str]:
         """Texts to calibrate a quantizer on, and what they are: the BBC News *train* split (the quality
         evaluation reads the test split of the same `bbc_split`), round-robin over classes."""
-        from runners.quality.evaldata import bbc_split, interleave_by_label
+        from runners.quality.evaldata import interleave_by_label, quality_split
 
-        train, _ = bbc_split(seed=0, test_fraction=0.2)
+        train, _ = quality_split()
         return ([text for text, _ in interleave_by_label(train)],
                 "bbc-news train split (bbc_split seed 0, test_fraction 0.2; eval uses the test split), round-robin by class")
 

@@ -122,6 +122,12 @@ def bbc_label_ids(rows: Sequence[tuple[str, str]]) -> list[int]:
     return [index[label] for _, label in rows]
 
 
+def quality_split() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The split every quality measurement evaluates on (its test half); anything fitted to data, such
+    as a quantizer's calibration, must draw from its train half only."""
+    return bbc_split(seed=0, test_fraction=0.2)
+
+
 def interleave_by_label(rows: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     """`(text, label)` rows round-robin over labels (sorted), so any prefix spans every class."""
     queues: dict[str, list[tuple[str, str]]] = {}
@@ -143,7 +149,7 @@ def eval_text(source: str | os.PathLike | None = None) -> str:
     - otherwise a path to a UTF-8 text file (`~` is expanded), returned as read.
     """
     if source is None or str(source) == EVAL_TEXT_DEFAULT:
-        _, test = bbc_split(seed=0, test_fraction=0.2)
+        _, test = quality_split()
         return _EVAL_TEXT_SEPARATOR.join(text for text, _ in interleave_by_label(test))
     path = Path(source).expanduser()
     if path.is_file():

@@ -106,7 +106,7 @@ def compare(ref: Outputs, cur: Outputs) -> dict[str, Any]:
 # -- classifiers ----------------------------------------------------------------------------------
 def classifier_quality(engine, run: RunConfig) -> dict[str, Any]:
     """Accuracy and macro-F1 (%) on the model's labelled held-out set, through engine.classify."""
-    from runners.quality.evaldata import BBC_LABELS, bbc_label_ids, bbc_split, classification_metrics, interleave_by_label
+    from runners.quality.evaldata import BBC_LABELS, bbc_label_ids, classification_metrics, interleave_by_label, quality_split
 
     model = run.model
     if model.eval_data is None:
@@ -119,7 +119,7 @@ def classifier_quality(engine, run: RunConfig) -> dict[str, Any]:
     tokenizer = engine.ctx.files.load_tokenizer()
     if tokenizer is None:
         return {"absent": f"model {model.name} has no tokenizer"}
-    _, test = bbc_split(seed=0, test_fraction=0.2)
+    _, test = quality_split()
     rows = interleave_by_label(test)[:run.quality.max_examples]  # a prefix still spans every class
     max_length = run.workload.seq_len
     preds: list[int] = []
