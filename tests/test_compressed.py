@@ -68,8 +68,11 @@ def _original(engine, name: str):
 @pytest.mark.parametrize("backend, bits, fmt", [("ct_gptq_w4a16", (4.0, 5.0), "pack-quantized"),
                                                 ("ct_awq_w4a16", (4.0, 5.0), "pack-quantized"),
                                                 ("ct_fp8_dynamic", (8.0, 8.5), "float-quantized")])
-def test_checkpoint_builds_loads_and_its_census_proves_quantization(backend, bits, fmt):
+def test_checkpoint_builds_loads_and_its_census_proves_quantization(backend, bits, fmt, tmp_path, monkeypatch):
     import torch
+
+    # It asserts a fresh build (quantize_s, cache_hit False): a caller's warm QUANTBENCH_CACHE must not hide it.
+    monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path / "cache"))
 
     from runners.open.verify import verdict
 
