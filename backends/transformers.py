@@ -207,15 +207,14 @@ class TransformersEngine(Engine):
         return info
 
     def _compressed_info(self) -> dict[str, Any]:
-        from backends.compress import checkpoint_summary
+        from backends.compress import build_facts
 
         info: dict[str, Any] = {"recipe": self.options.compress.key()}
         if self.checkpoint is not None:
             b = self.checkpoint
-            info.update(checkpoint=str(b.folder), checkpoint_mib=b.stats.get("checkpoint_mib"),
-                        checkpoint_quantization=checkpoint_summary(b.folder), calibration=b.info.get("calibration"),
-                        calibration_tokens=b.info.get("calibration_tokens"), built_with=b.info.get("versions"),
-                        quantize_s=b.info.get("quantize_s"), cache_hit=b.stats.get("cache_hit"),
+            info.update(build_facts(b, self.options.compress))
+            info.update(checkpoint_mib=b.stats.get("checkpoint_mib"), calibration_tokens=b.info.get("calibration_tokens"),
+                        cache_hit=b.stats.get("cache_hit"),
                         compute=("checkpoint decompressed on load to float weights on the quantization grid; "
                                  "the matmuls run in " + self.options.dtype + (
                                      ", activations quantized to FP8 per token on the fly (emulated)"

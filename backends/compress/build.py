@@ -32,6 +32,15 @@ class CheckpointBuild:
     info: dict[str, Any] = field(default_factory=dict)  # the build's record (quantbench_build.json)
 
 
+def build_facts(build: CheckpointBuild, recipe: Recipe) -> dict[str, Any]:
+    """What every engine running a built checkpoint reports in describe()."""
+    from backends.compress.census import checkpoint_summary
+
+    return {"recipe": recipe.key(), "checkpoint": str(build.folder),
+            "checkpoint_quantization": checkpoint_summary(build.folder), "calibration": build.info.get("calibration"),
+            "built_with": build.info.get("versions"), "quantize_s": build.info.get("quantize_s")}
+
+
 def versions() -> dict[str, str]:
     out = {}
     for dist in PACKAGES:

@@ -240,11 +240,9 @@ class VllmEngine(Engine):
         if self.injected_qcfg:
             info["synthetic_quantization_config"] = self.injected_qcfg
         if self.built is not None:
-            from backends.compress import checkpoint_summary
+            from backends.compress import build_facts
 
-            info.update(checkpoint=str(self.built.folder), checkpoint_quantization=checkpoint_summary(self.built.folder),
-                        calibration=self.built.info.get("calibration"), built_with=self.built.info.get("versions"),
-                        quantize_s=self.built.info.get("quantize_s"), recipe=o.compress.key())
+            info.update(build_facts(self.built, o.compress))
         if self.kwargs:
             info["llm_kwargs"] = {k: v for k, v in self.kwargs.items() if k != "model"}
         if self.llm is not None:
