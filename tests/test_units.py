@@ -144,3 +144,44 @@ def test_memory_watcher_does_not_slow_the_run_it_watches(monkeypatch):
     assert 1 <= len(listed) <= 4, len(listed)  # was one per 10 ms tick: ~150
     me = psutil.Process().memory_info().rss / 2**20
     assert watch.peaks.values_mib["peak_rss_mib"] > me + 250  # the child is still counted
+
+
+def test_source_trees_equal_git_tree_ids(tmp_path):
+    """The record's tree ids are what git itself computes for the same files, so a commit can be found
+    from them even when the host's .git is stale; a changed byte or exec bit changes them."""
+    import shutil
+    import subprocess
+
+    from runners.measure.env import source_trees
+
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    (tmp_path / "pyproject.toml").write_text("[project]\n")
+    (tmp_path / "runners" / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "runners" / "a.py").write_text("x = 1\n")
+    (tmp_path / "runners" / "sub" / "b.yaml").write_text("k: v\n")
+    (tmp_path / "runners" / "sub" / "deeper" / "c.txt").write_bytes(b"\x00\x01")
+    (tmp_path / "runners" / "sub-x.py").write_text("")  # sorts between "sub/" and "sub.py" the git way
+    (tmp_path / "runners" / "sub.py").write_text("")
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "run.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "scripts" / "run.sh").chmod(0o755)
+    (tmp_path / "backends" / "__pycache__").mkdir(parents=True)  # ignored bytes only: no tree
+    (tmp_path / "backends" / "__pycache__" / "m.cpython-311.pyc").write_bytes(b"junk")
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t", "-C", str(tmp_path)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "pyproject.toml", "runners", "scripts"], check=True)
+    subprocess.run([*git, "commit", "-qm", "t"], check=True)
+
+    trees = source_trees(tmp_path)
+    assert set(trees) == {"runners", "scripts"}
+    for name, tree in trees.items():
+        want = subprocess.run([*git, "rev-parse", f"HEAD:{name}"], capture_output=True, text=True, check=True)
+        assert tree == want.stdout.strip(), name
+
+    before = trees["scripts"]
+    (tmp_path / "scripts" / "run.sh").chmod(0o644)
+    assert source_trees(tmp_path)["scripts"] != before
+    (tmp_path / "runners" / "a.py").write_text("x = 2\n")
+    assert source_trees(tmp_path)["runners"] != trees["runners"]
+    assert source_trees(tmp_path / "runners") == {}  # not a checkout root

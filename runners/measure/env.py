@@ -7,6 +7,7 @@ load at the start and end of its run beside the CPU model and the threads torch 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import importlib.metadata as md
 import os
 import platform
@@ -41,8 +42,58 @@ def git_commit() -> dict[str, str | bool | None]:
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                     capture_output=True, text=True, timeout=5).stdout.strip()) if sha else None
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": sha, "dirty": dirty}
+        return {"commit": None, "dirty": None, "trees": source_trees(root)}
+    return {"commit": sha, "dirty": dirty, "trees": source_trees(root)}
+
+
+SOURCE_DIRS = ("backends", "runners", "conf", "scripts")
+_NOT_SOURCE = ("__pycache__", ".pytest_cache")
+
+
+def _git_tree(path: Path) -> bytes | None:
+    """Git's object id of the tree `path` would be committed as (None when it holds no file).
+
+    Why: a GPU host gets a copy of the working tree whose `.git` may be stale, so `HEAD` there can
+    name the wrong commit; this id is computed from the files themselves and equals
+    `git rev-parse <commit>:<dir>` for exactly the commits whose folder held the same bytes.
+    """
+    entries = []
+    for child in path.iterdir():
+        if child.name in _NOT_SOURCE or child.name.endswith((".pyc", ".egg-info")):
+            continue
+        if child.is_symlink():
+            target = os.readlink(child).encode()
+            entries.append((child.name, b"120000", _object(b"blob", target)))
+        elif child.is_dir():
+            sub = _git_tree(child)
+            if sub is not None:
+                entries.append((child.name + "/", b"40000", sub))
+        elif child.is_file():
+            mode = b"100755" if os.access(child, os.X_OK) else b"100644"
+            entries.append((child.name, mode, _object(b"blob", child.read_bytes())))
+    if not entries:
+        return None
+    # Git orders a tree's entries by name, a folder's name read as if it ended in "/".
+    body = b"".join(mode + b" " + name.rstrip("/").encode() + b"\0" + sha
+                    for name, mode, sha in sorted(entries, key=lambda e: e[0].encode()))
+    return _object(b"tree", body)
+
+
+def _object(kind: bytes, data: bytes) -> bytes:
+    return hashlib.sha1(kind + b" %d\0" % len(data) + data).digest()
+
+
+def source_trees(root: Path) -> dict[str, str]:
+    """Git tree ids of the checkout's source folders, from their files (see `_git_tree`); {} outside one."""
+    if not (root / "pyproject.toml").is_file():
+        return {}
+    out = {}
+    for name in SOURCE_DIRS:
+        if (root / name).is_dir():
+            tree = _git_tree(root / name)
+            if tree is not None:
+                out[name] = tree.hex()
+    return out
 
 
 def gpu_info() -> dict:
