@@ -10,7 +10,7 @@
 #   chunk NN       copy the carried wheelhouse chunk .wheelhouse/chunks/NN to $WH/NN (a call's `carry`
 #                  replaces that path on the device, so each chunk is copied out before the next call)
 #   vllm-setup     install the vLLM wheel set from $WH into ${SITE_PREFIX}_vllm, then import it
-#   h200 BACKEND   Qwen2.5-32B on one vLLM backend (vllm_fp16 | awq | gptq), prompt 512, 256 new tokens,
+#   h200 BACKEND   Qwen2.5-32B on one vLLM backend (any vLLM backend YAML: vllm_fp16, awq, gptq, fp8, ...), prompt 512, 256 new tokens,
 #                  batch sizes 1/16/64/256, warm-up 1, repeats 2, into the FIXED sweep folder
 #                  $RESULTS/vllm_qwen32b (resume=true: a finished run is skipped, a cut one re-runs)
 #   fidelity [B]   `vllm bench throughput` on the exact settings of the h200 record of B (vllm_fp16 or
