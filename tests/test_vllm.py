@@ -988,7 +988,7 @@ def test_fidelity_from_a_record_uses_its_exact_settings(tmp_path, monkeypatch):
     assert f.main(["--record", str(path), "--num-prompts", "64", "--skip-vllm", "--out", str(out)]) == 2
 
 
-@pytest.mark.parametrize("backend", ["vllm_fp16_kv_fp8", "awq_kv_fp8"])
+@pytest.mark.parametrize("backend", ["vllm_bf16_kv_fp8", "awq_kv_fp8"])
 def test_fp8_kv_cache_backends_ask_for_it_and_prove_it(backend):
     """An FP8 KV cache changes how many requests fit: the row must show vLLM really configured it."""
     from runners.open.verify import verdict
