@@ -17,11 +17,17 @@
 #                  awq; default all = both) at 64 concurrent requests, vs that record
 #                  (scripts/vllm_fidelity.py); skipped when the call has < FIDELITY_NEEDS_S left
 #   tf-setup       install bitsandbytes + hydra from $WH into $SITE_TF (no vLLM needed)
-#   claim1|claim3|claim4   the transformers/bitsandbytes sweeps of results/README.md (H100 campaign)
+#   claim1|claim3  the transformers/bitsandbytes sweeps of results/README.md (claim 1: fp16/LLM.int8/NF4
+#                  classify + generate; claim 3: Llama-3.1-8B fp32/fp16/LLM.int8/NF4, 100 new tokens)
+#   claim4         LLM.int8 and NF4 vs fp16 over model sizes ($CLAIM4_MODELS, smallest disk first), one
+#                  model at a time into one folder (resume=true), each model's synthetic weights deleted
+#                  after its runs: all five together (65 GB in bf16) do not fit a 64 GB disk; a model
+#                  is started only while the call has CLAIM4_NEEDS_S left, and a later call resumes
 # Env: WH (chunk folders, default /tmp/wh), RESULTS (default /tmp/qb/results/h200: outside the
 #      repository copy, which each call lays anew), QUANTBENCH_CACHE (default /tmp/qbcache),
 #      OUT (if set, results/<name> is packed into $OUT/results.tgz after every phase: unpack it in
-#      the repository root), CALL_BUDGET_S (580), FIDELITY_NEEDS_S (200).
+#      the repository root), CALL_BUDGET_S (580), FIDELITY_NEEDS_S (200), CLAIM4_MODELS,
+#      CLAIM4_BACKENDS (fp16,bnb_int8,bnb_nf4), CLAIM4_NEEDS_S (120).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,7 +58,7 @@ sweep() {
   return "$code"
 }
 
-SHORT_GEN="workload=generate workload.prompt_tokens=128 workload.warmup=1 workload.repeats=5"
+SHORT_GEN="workload=generate workload.prompt_tokens=128 workload.warmup=1 workload.repeats=3"
 # Issue 18: the published table's model on the stacks it compared, across concurrency. Synthetic
 # (dummy) weights: speed only. vLLM's defaults otherwise (torch.compile + CUDA graphs, as users run it);
 # prefix caching off because repeats resend the same prompts (quantbench's default, said in the record).
@@ -66,6 +72,15 @@ FIDELITY_BATCH=64
 # A device call may run 600 s; phases that can wait for another call stop short of this.
 CALL_BUDGET_S=${CALL_BUDGET_S:-580}
 FIDELITY_NEEDS_S=${FIDELITY_NEEDS_S:-200}
+# Claim 4 (issue 21): the 8B first (claim 3 on the same machine leaves its weights cached), then by size.
+CLAIM4_MODELS=${CLAIM4_MODELS:-llama-3.1-8b qwen2.5-0.5b qwen2.5-1.5b qwen2.5-7b qwen2.5-14b}
+CLAIM4_BACKENDS=${CLAIM4_BACKENDS:-fp16,bnb_int8,bnb_nf4}
+CLAIM4_NEEDS_S=${CLAIM4_NEEDS_S:-120}
+CLAIM4_SWEEP="workload=generate workload.prompt_tokens=128 workload.new_tokens=32 workload.batch_sizes=[1,16] \
+workload.warmup=1 workload.repeats=3 weights=synthetic resume=true"
+
+# The smaller of $1 seconds and what this call has left (never below 30: a sweep needs that to start).
+budget() { local left=$((CALL_BUDGET_S - SECONDS - 20)); [ "$left" -lt "$1" ] || left=$1; [ "$left" -gt 30 ] || left=30; echo "$left"; }
 
 phase() {
   case $1 in
@@ -125,21 +140,34 @@ phase() {
       ;;
     claim1)
       use_tf
-      sweep claim1_classify 330 backend=fp16,bnb_int8,bnb_nf4 model=modernbert-base,qwen2.5-0.5b \
-        workload=classify workload.seq_len=128 workload.batch_sizes=[1,16] weights=synthetic
-      sweep claim1_generate 240 backend=fp16,bnb_int8,bnb_nf4 model=qwen2.5-0.5b $SHORT_GEN \
-        workload.new_tokens=64 workload.batch_sizes=[1,16] weights=synthetic
+      # Each sweep stops at its own limit or at the call's budget, whichever comes first (resume=true
+      # lets a later call finish it).
+      sweep claim1_classify $(budget 330) backend=fp16,bnb_int8,bnb_nf4 model=modernbert-base,qwen2.5-0.5b \
+        workload=classify workload.seq_len=128 workload.batch_sizes=[1,16] weights=synthetic resume=true
+      sweep claim1_generate $(budget 240) backend=fp16,bnb_int8,bnb_nf4 model=qwen2.5-0.5b $SHORT_GEN \
+        workload.new_tokens=64 workload.batch_sizes=[1,16] weights=synthetic resume=true
       ;;
     claim3)
       use_tf
-      sweep claim3_llama8b 570 backend=fp16,fp32,bnb_int8 model=llama-3.1-8b workload=generate \
-        workload.prompt_tokens=128 workload.new_tokens=100 workload.batch_sizes=[1,16] workload.warmup=1 \
-        workload.repeats=3 weights=synthetic
+      # fp32 first: the claim compares LLM.int8 with fp32, so fp32 is the table's baseline.
+      sweep claim3_llama8b "$(budget 570)" backend=fp32,fp16,bnb_int8,bnb_nf4 \
+        model=llama-3.1-8b workload=generate workload.prompt_tokens=128 workload.new_tokens=100 \
+        workload.batch_sizes=[1,16] workload.warmup=1 workload.repeats=3 weights=synthetic resume=true
       ;;
     claim4)
       use_tf
-      sweep claim4_sizes 570 backend=fp16,bnb_int8 model=qwen2.5-1.5b,qwen2.5-7b $SHORT_GEN \
-        workload.new_tokens=32 workload.batch_sizes=[1,16] workload.repeats=3 weights=synthetic
+      local m left
+      for m in $CLAIM4_MODELS; do
+        left=$((CALL_BUDGET_S - SECONDS - 20))
+        if [ "$left" -lt "$CLAIM4_NEEDS_S" ]; then
+          say "claim4 $m: not started, ${left}s left of this call (needs ${CLAIM4_NEEDS_S}s): run claim4 again"
+          rc=3; continue
+        fi
+        # shellcheck disable=SC2086  # CLAIM4_SWEEP is a list of overrides
+        sweep claim4_sizes "$left" "backend=$CLAIM4_BACKENDS" "model=$m" $CLAIM4_SWEEP
+        rm -rf "$QUANTBENCH_CACHE/synthetic"
+        df -h "$QUANTBENCH_CACHE" | tail -1
+      done
       ;;
     *) echo "unknown phase '$1'; phases: probe chunk vllm-setup h200 fidelity tf-setup claim1 claim3 claim4" >&2
        return 2 ;;

@@ -249,3 +249,31 @@ def _check_screenshot(path: Path) -> None:
     assert ink > 0.03, f"screenshot nearly blank ({ink:.1%} non-white)"
     blue = (np.abs(rgb - np.array(BLUE)).max(axis=-1) < 12).sum()
     assert blue > 2000, "no plot bars in the screenshot"
+
+
+def test_size_curve_is_each_models_speed_over_its_own_baseline():
+    def rec(backend, model, size, tok_s, order):
+        r = _rec(backend, [_gen_point(1, tok_s, 100.0), _gen_point(16, tok_s * 8, 100.0)], {}, model=model,
+                 order=order)
+        r.config["model"]["params_b"] = size
+        return r
+    recs = [rec("fp16", "small", 0.5, 100.0, 0), rec("bnb_int8", "small", 0.5, 25.0, 1),
+            rec("fp16", "big", 14.0, 40.0, 2), rec("bnb_int8", "big", 14.0, 30.0, 3)]
+    panels, notes = plots.size_data(build(recs, baseline="fp16"))
+    [panel] = panels
+    assert panel.baseline == "fp16" and panel.speed.key == "output_tokens_per_s" and not notes
+    curves = {(c.column, c.batch_size): c.points for c in panel.curves}
+    assert set(curves) == {("bnb_int8", 1), ("bnb_int8", 16)}  # the baseline is the line at 1, not a curve
+    assert curves[("bnb_int8", 1)] == [(0.5, pytest.approx(0.25), "small"), (14.0, pytest.approx(0.75), "big")]
+    fig_plot = plots.sizes(build(recs, baseline="fp16"), plots.colors(build(recs)))
+    assert fig_plot.figure is not None and len(fig_plot.figure.axes[0].lines) >= 2
+    # one model size only: no curve drawn, and the plot says why
+    one = plots.sizes(build(recs[:2]), plots.colors(build(recs[:2])))
+    assert one.figure is None and "two or more model sizes" in one.notes[0]
+    # a model without params_b is named, not placed at a made-up size
+    for r in recs[2:]:
+        r.config["model"]["params_b"] = None
+    recs.append(rec("bnb_int8", "mid", 7.0, 10.0, 4))  # no fp16 of this model: no baseline to divide by
+    panels, notes = plots.size_data(build(recs, baseline="fp16"))
+    assert [p for c in panels[0].curves for p in c.points if p[2] != "small"] == []
+    assert "big bnb_int8 batch 1 (no model.params_b)" in notes[0] and "mid bnb_int8 batch 1" in notes[0]

@@ -1,5 +1,5 @@
 """PNG plots of the table model: speed with its spread, memory by kind, speed vs quality (Pareto front
-marked), batch-size scaling. A metric a cell did not measure is never drawn as a number: its bar is
+marked), batch-size scaling, and speed relative to the baseline against model size. A metric a cell did not measure is never drawn as a number: its bar is
 replaced by the reason. matplotlib is imported inside the functions (importing this module stays cheap).
 """
 from __future__ import annotations
@@ -287,6 +287,103 @@ def scaling(table: Table, color: dict[str, str]) -> Plot:
     return Plot("scaling", "Batch-size scaling", fig, [])
 
 
+# -- model-size curve -----------------------------------------------------------------------------
+@dataclass
+class SizeCurve:
+    """One backend at one batch size: its speed relative to the baseline, per model size."""
+    backend: str
+    column: str
+    batch_size: int | None
+    points: list[tuple[float, float, str]]  # (parameters in billions, × the baseline's speed, model)
+
+
+@dataclass
+class SizePanel:
+    title: str
+    speed: Metric
+    baseline: str
+    curves: list[SizeCurve]
+
+
+def params_b(cell: Cell) -> float | None:
+    """The model's parameter count in billions, as its YAML states it (`model.params_b`)."""
+    model = (cell.record.config or {}).get("model") if isinstance(cell.record.config, dict) else None
+    value = model.get("params_b") if isinstance(model, dict) else None
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
+
+
+def size_data(table: Table) -> tuple[list[SizePanel], list[str]]:
+    """Panels of speed-vs-baseline against model size: one per workload × weights × device × parameters
+    that ran on two or more model sizes; every point is a measured cell over its own block's baseline."""
+    groups: dict[tuple, list[Block]] = {}
+    for b in table.blocks:
+        key = (b.workload, b.weights, b.device, tuple((k, param_text(v)) for k, v in b.params.items()))
+        groups.setdefault(key, []).append(b)
+    panels, notes = [], []
+    for (workload, weights, device, params), blocks in groups.items():
+        sizes = {params_b(c) for b in blocks for c in b.cells} - {None}
+        if len({b.model for b in blocks}) < 2 or len(sizes) < 2:
+            continue
+        m = next((speed_metric(b) for b in blocks if speed_metric(b)), None)
+        if m is None:
+            continue
+        curves: dict[tuple[str, int | None], SizeCurve] = {}
+        skipped: list[str] = []
+        for b in blocks:
+            base = b.baseline.value(m.key) if b.baseline is not None else None
+            for col, c in zip(b.columns, b.cells):
+                if c is b.baseline:
+                    continue
+                size, got = params_b(c), c.value(m.key)
+                if size is None or got in (None, 0) or base in (None, 0):
+                    why = "no model.params_b" if size is None else (
+                        _why(c, m.key) if got in (None, 0) else b.baseline_note or "no baseline speed")
+                    skipped.append(f"{b.model} {col} batch {b.batch_size} ({why})")
+                    continue
+                x = got / base if m.better == "higher" else base / got
+                curve = curves.setdefault((col, b.batch_size), SizeCurve(c.backend, col, b.batch_size, []))
+                curve.points.append((size, x, b.model))
+        baseline = next((b.baseline.backend for b in blocks if b.baseline is not None), table.baseline or "baseline")
+        title = " · ".join([workload, *(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in params),
+                            f"{weights} weights", device])
+        if curves:
+            for curve in curves.values():
+                curve.points.sort()
+            panels.append(SizePanel(title, m, baseline, list(curves.values())))
+        if skipped:
+            notes.append(f"Not in the model-size plot ({title}): {'; '.join(skipped)}.")
+    return panels, notes
+
+
+def sizes(table: Table, color: dict[str, str]) -> Plot:
+    panels, notes = size_data(table)
+    if not panels:
+        return Plot("sizes", "Speed vs model size", None,
+                    notes or ["No workload ran on two or more model sizes: no model-size plot."])
+    fig, axes = _figure(len(panels), width=6.0, height=4.2)
+    styles = ["-", "--", ":", "-."]
+    for ax, panel in zip(axes, panels):
+        batches = sorted({c.batch_size for c in panel.curves if c.batch_size is not None})
+        for curve in panel.curves:
+            xs = [p[0] for p in curve.points]
+            ys = [p[1] for p in curve.points]
+            style = styles[batches.index(curve.batch_size) % len(styles)] if curve.batch_size in batches else "-"
+            ax.plot(xs, ys, marker="o", ls=style, color=color[curve.backend],
+                    label=f"{curve.column}, batch {curve.batch_size}")
+            for x, y in zip(xs, ys):
+                ax.annotate(f"{y:.2f}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.axhline(1.0, color="0.5", lw=0.9, ls="--")
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters, billions (model YAML's params_b)", fontsize=9)
+        ax.set_ylabel(f"{panel.speed.label} vs {panel.baseline} (×, > 1 is faster)", fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3, which="both")
+        ax.set_title("\n".join(textwrap.wrap(panel.title, 60)), fontsize=9)
+    fig.suptitle("Median speed over the same model's baseline; grey line: parity", fontsize=10)
+    return Plot("sizes", "Speed vs model size", fig, notes)
+
+
 def all_plots(table: Table, front: Callable[[Block], list[str]]) -> list[Plot]:
     color = colors(table)
-    return [speed(table, color), memory(table, color), quality(table, color, front), scaling(table, color)]
+    return [speed(table, color), memory(table, color), quality(table, color, front), scaling(table, color),
+            sizes(table, color)]
