@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import json
 import logging
 import sys
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from backends.contract import RunFailure, build_once, cache_dir, content_key
+from backends.contract import RunFailure, build_once, cache_dir, content_key, installed_versions
 from backends.compress.recipe import Recipe
 
 CONSOLE = logging.getLogger("quantbench")
@@ -42,13 +41,7 @@ def build_facts(build: CheckpointBuild, recipe: Recipe) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    out = {}
-    for dist in PACKAGES:
-        try:
-            out[dist] = importlib.metadata.version(dist).split("+")[0]
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = "absent"
-    return out
+    return installed_versions(PACKAGES, missing="absent", local=False)
 
 
 def calibration_ids(ctx: Any, recipe: Recipe) -> tuple[list[list[int]], str]:

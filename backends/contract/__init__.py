@@ -9,7 +9,8 @@ from backends.contract.census import WeightCensus
 from backends.contract.clocks import CudaClock, GenerateSample, HostClock, StepTimer
 from backends.contract.engine import Engine, EngineContext, LogProbs
 from backends.contract.errors import ConfigError, RunFailure
+from backends.contract.versions import installed_versions
 
 __all__ = ["ConfigError", "CudaClock", "DamagedArtefact", "Engine", "EngineContext", "GenerateSample", "HostClock",
            "LogProbs", "RunFailure", "StepTimer", "WeightCensus", "build_once", "cache_dir", "cache_path",
-           "content_key", "folder_identity", "invalidate"]
+           "content_key", "folder_identity", "installed_versions", "invalidate"]

@@ -104,6 +104,13 @@ def auto_max_model_len(run: Any) -> int:
     return int(need)
 
 
+def needs_build(options: Options, run: Any) -> bool:
+    """Whether the engine's prepare() must make a compressed-tensors checkpoint: a recipe on pretrained
+    weights with no ready checkpoint named in the model YAML (synthetic weights load dummy instead)."""
+    return (options.compress is not None and run.weights == "pretrained"
+            and checkpoint_key(options) not in (run.model.checkpoints or {}))
+
+
 def model_source(options: Options, ctx: Any, built: Any = None) -> tuple[str, str | None, dict | None, str]:
     """(model path or id, load_format or None, injected quantization_config, what it is).
 
@@ -118,7 +125,7 @@ def model_source(options: Options, ctx: Any, built: Any = None) -> tuple[str, st
         qcfg = options.compress.quantization_config()
         return str(ctx.files.config_folder(extra={"quantization_config": qcfg})), "dummy", qcfg, \
             "dummy weights on a config-only folder (compressed-tensors config of the recipe)"
-    if options.compress is not None and key not in checkpoints:
+    if needs_build(options, run):
         if built is None:
             raise RuntimeError("compress: the checkpoint is built by the engine's prepare(); call it first")
         return str(built.folder), None, None, (f"compressed-tensors checkpoint made by llm-compressor "

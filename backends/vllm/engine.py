@@ -22,12 +22,12 @@ Nothing here imports vllm or torch at module level.
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Any
 
-from backends.contract import ConfigError, Engine, LogProbs, RunFailure, WeightCensus
-from backends.vllm.args import auto_max_model_len, gptq_block_modules, llm_kwargs, model_source, vllm_environment
+from backends.contract import ConfigError, Engine, LogProbs, RunFailure, WeightCensus, installed_versions
+from backends.vllm.args import (auto_max_model_len, gptq_block_modules, llm_kwargs, model_source, needs_build,
+                                vllm_environment)
 from backends.vllm.hardware import capability_failure, gpu_capability
 from backends.vllm.introspect import census_from_inspection, inspect_model, inspection_from_text, resolved_config
 from backends.vllm.logs import LogCapture, classify_error, parse_vllm_log
@@ -114,8 +114,7 @@ class VllmEngine(Engine):
     # -- loading --------------------------------------------------------------------------------
     def prepare(self) -> None:
         o = self.options
-        if (o.compress is not None and self.ctx.run.weights == "pretrained"
-                and checkpoint_key(o) not in (self.ctx.run.model.checkpoints or {})):
+        if needs_build(o, self.ctx.run):
             from backends.compress import checkpoint
 
             self.built = checkpoint(self.ctx, o.compress)
@@ -224,17 +223,11 @@ class VllmEngine(Engine):
         return census_from_inspection(self.inspection)
 
     def describe(self) -> dict[str, Any]:
-        import importlib.metadata as md
-
         o = self.options
         info: dict[str, Any] = {"engine": "vllm", "quantization": o.quantization, "dtype": o.dtype,
                                 "linear_backend": o.linear_backend, "weights_source": self.source,
                                 "tensor_parallel_size": o.tensor_parallel_size}
-        for pkg in ("vllm", "torch", "bitsandbytes"):
-            try:
-                info[pkg] = md.version(pkg)
-            except md.PackageNotFoundError:
-                pass
+        info.update(installed_versions(("vllm", "torch", "bitsandbytes")))
         if self.capability:
             info["compute_capability"] = f"{self.capability[0]}.{self.capability[1]}"
         if self.injected_qcfg:

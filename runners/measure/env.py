@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import importlib.metadata as md
 import os
 import platform
 import socket
@@ -16,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from backends.contract import installed_versions
 from runners.measure.nvml import text, visible_handles
 
 CORE_PACKAGES = ("torch", "transformers", "tokenizers", "accelerate", "safetensors", "hydra-core", "numpy",
@@ -24,26 +24,21 @@ CORE_PACKAGES = ("torch", "transformers", "tokenizers", "accelerate", "safetenso
 
 def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     """Installed versions of quantbench's core packages and `extra` (e.g. every engine's declared ones)."""
-    out = {}
-    for name in dict.fromkeys(CORE_PACKAGES + tuple(extra)):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    return installed_versions(CORE_PACKAGES + tuple(extra))
 
 
 def git_commit() -> dict[str, str | bool | None]:
     # The checkout this code runs from (an installed wheel has none: commit is then null).
     root = Path(__file__).resolve().parents[2]
+    trees = source_trees(root)
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=5).stdout.strip() or None
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                     capture_output=True, text=True, timeout=5).stdout.strip()) if sha else None
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None, "trees": source_trees(root)}
-    return {"commit": sha, "dirty": dirty, "trees": source_trees(root)}
+        return {"commit": None, "dirty": None, "trees": trees}
+    return {"commit": sha, "dirty": dirty, "trees": trees}
 
 
 SOURCE_DIRS = ("backends", "runners", "conf", "scripts")

@@ -9,7 +9,6 @@ Every engine loads from the folder this module hands it, so all engines measure 
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -17,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from backends.contract import RunFailure, build_once, cache_path, folder_identity, invalidate
+from backends.contract import RunFailure, build_once, cache_path, folder_identity, installed_versions, invalidate
 from runners.plan.config import ModelSpec
 
 log = logging.getLogger("quantbench")
@@ -26,8 +25,7 @@ SYNTHETIC_SEED = 0
 
 
 def _versions() -> dict[str, str]:
-    return {"torch": importlib.metadata.version("torch").split("+")[0],
-            "transformers": importlib.metadata.version("transformers")}
+    return installed_versions(("torch", "transformers"), local=False)
 
 
 class ModelFiles:

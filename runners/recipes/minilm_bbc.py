@@ -15,7 +15,6 @@ torch/transformers are imported inside functions only: importing this module sta
 """
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -26,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backends.contract import cache_path
+from backends.contract import cache_path, installed_versions
 from runners.quality.evaldata import BBC_LABELS, bbc_label_ids, bbc_split, classification_metrics
 
 log = logging.getLogger(__name__)
@@ -67,18 +66,10 @@ def encoder_dir() -> Path:
     raise FileNotFoundError(f"'{ENCODER_DIST}' is installed but has no model/ folder: {INSTALL_HINT}")
 
 
-def _dist_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def cache_key_parts(seed: int = 0) -> dict[str, Any]:
     """What the cached folder is keyed by: package versions, seed, hyperparameters."""
     return {
-        ENCODER_DIST: _dist_version(ENCODER_DIST),
-        DATA_DIST: _dist_version(DATA_DIST),
+        **installed_versions((ENCODER_DIST, DATA_DIST), missing="unknown"),
         "seed": seed,
         "hparams": HPARAMS,
     }
@@ -273,7 +264,7 @@ def train_minilm_bbc(out_dir: Path, seed: int = 0, progress: bool = True) -> dic
         "versions": {
             k: v for k, v in cache_key_parts(seed).items() if k in (ENCODER_DIST, DATA_DIST)
         }
-        | {"torch": torch.__version__, "transformers": _dist_version("transformers")},
+        | {"torch": torch.__version__, **installed_versions(("transformers",), missing="unknown")},
         "forward_check_max_abs_diff": diff,
         "seconds": {
             "encode": round(t_encoded - t_start, 1),
