@@ -16,9 +16,17 @@ FAST = [*FAST_BASE, "workload.prompt_tokens=8", "workload.new_tokens=4"]
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
-    """One cache per test session (or the caller's QUANTBENCH_CACHE, so CI can keep conversions)."""
+    """One cache per test session (or the caller's QUANTBENCH_CACHE, so CI can keep conversions).
+
+    Parallel workers (pytest-xdist `-n`) share it: each entry is built once under its builder lock,
+    so the SmolLM2 export or the MiniLM head is never paid twice in one session."""
     given = os.environ.get("QUANTBENCH_CACHE")
-    return Path(given) if given else tmp_path_factory.mktemp("qb-cache")
+    if given:
+        return Path(given)
+    base = tmp_path_factory.getbasetemp()
+    path = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "qb-cache"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture(autouse=True)

@@ -179,6 +179,32 @@ def test_build_once_names_an_entry_that_stays_damaged(tmp_path, monkeypatch):
         build_once(entry, lambda d: (d / "x.bin").write_bytes(b"1234"))
 
 
+
+def _slow_build(entry: str, log: str) -> None:
+    import time
+
+    def build(d):
+        with open(log, "a") as f:  # one line per build that actually ran
+            f.write("built\n")
+        time.sleep(1.0)
+        (d / "x.bin").write_bytes(b"1234")
+    build_once(Path(entry), build)
+    assert (Path(entry) / "x.bin").read_bytes() == b"1234"  # never a folder a rename pulled away
+
+
+def test_processes_asking_for_one_entry_at_once_build_it_once(tmp_path):
+    import multiprocessing
+
+    entry, log = tmp_path / "cache" / "kind" / "key", tmp_path / "builds.log"
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_slow_build, args=(str(entry), str(log))) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    assert log.read_text().count("built") == 1
+
 @pytest.fixture
 def small_disk(tmp_path):
     mount = tmp_path / "disk"

@@ -7,13 +7,14 @@ instead of making every later run crash.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +109,48 @@ def invalidate(final: Path) -> None:
     shutil.rmtree(final, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def builder_lock(final: Path) -> Iterator[None]:
+    """One builder per entry across processes (`<entry>.lock`, flock: released when a process dies).
+
+    Why: cells of a parallel sweep (or parallel test workers) that need the same export would each
+    build it, and the last one's rename would delete the folder another is already loading from.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no flock here (Windows): builds stay safe, only not deduplicated
+        yield
+        return
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.with_name(final.name + ".lock"), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process building %s", final)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def build_once(final: Path, build: Callable[[Path], object]) -> bool:
     """Build `final/` through a temp sibling and a rename; True when a sound entry was already there.
 
     A build killed half-way (timeout, OOM, Ctrl-C) never leaves a half folder that a later run would
     take for a finished one: only a completed build is renamed into place. A damaged entry is
-    rebuilt once; if the rebuilt one fails its check too, DamagedArtefact names the path.
+    rebuilt once; if the rebuilt one fails its check too, DamagedArtefact names the path. Processes
+    asking for the same entry at once build it once: the others wait and take the finished one.
     """
+    if damage(final) is None:
+        return True
+    with builder_lock(final):
+        return _build_locked(final, build)
+
+
+def _build_locked(final: Path, build: Callable[[Path], object]) -> bool:
     why = damage(final)
-    if why is None:
+    if why is None:  # another process built it while this one waited for the lock
         return True
     if why != "not built":
         log.warning("cache entry %s is damaged (%s): rebuilding it", final, why)

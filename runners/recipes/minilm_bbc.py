@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from backends.contract import cache_path, installed_versions
+from backends.contract import builder_lock, cache_path, installed_versions
 from runners.quality.evaldata import BBC_LABELS, bbc_label_ids, bbc_split, classification_metrics
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,13 @@ def ensure_minilm_bbc(seed: int = 0, force: bool = False, progress: bool = True)
     if is_ready(out) and not force:
         return out
     encoder_dir()  # fail fast with the install hint
+    with builder_lock(out):  # parallel cells train it once; the others wait for it
+        if is_ready(out) and not force:
+            return out
+        return _train_into(out, seed, force, progress)
+
+
+def _train_into(out: Path, seed: int, force: bool, progress: bool) -> Path:
     log.info(
         "minilm-bbc: training the BBC News head once (a few minutes on CPU); cached at %s", out
     )
