@@ -14,6 +14,12 @@ FAST_BASE = ["model=tiny", "workload.warmup=1", "workload.repeats=2"]
 FAST = [*FAST_BASE, "workload.prompt_tokens=8", "workload.new_tokens=4"]
 
 
+def pytest_collection_modifyitems(items):
+    # The end-to-end runs on real models first (a stable sort keeps every other order): under
+    # `-n 2` they start at once on separate workers instead of ending the session alone.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     """One cache per test session (or the caller's QUANTBENCH_CACHE, so CI can keep conversions).

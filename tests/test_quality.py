@@ -261,6 +261,7 @@ SMALL = ["workload.batch_sizes=[1]", "workload.warmup=1", "workload.repeats=2", 
          "workload.new_tokens=4", "report.html=false"]
 
 
+@pytest.mark.slow
 def test_minilm_bbc_classifier_accuracy(tmp_path):
     bench("backend=fp32", "model=minilm-bbc", "workload=classify", *SMALL, "quality.max_examples=100",
           f"hydra.run.dir={tmp_path}", check=True, timeout=900)
