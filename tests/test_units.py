@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import numpy as np
@@ -185,3 +186,27 @@ def test_source_trees_equal_git_tree_ids(tmp_path):
     (tmp_path / "runners" / "a.py").write_text("x = 2\n")
     assert source_trees(tmp_path)["runners"] != trees["runners"]
     assert source_trees(tmp_path / "runners") == {}  # not a checkout root
+
+
+def test_one_nvml_door_maps_cuda_visible_devices_for_runner_and_engines(monkeypatch):
+    """NVML numbers GPUs physically: GPU 2 leased as CUDA_VISIBLE_DEVICES=2 must be read as NVML's 2,
+    by the measurements, the launcher and the vLLM capability check alike."""
+    import types
+
+    from backends.vllm.hardware import gpu_capability
+    from runners.launch.gpus import visible_gpus
+
+    gpus = {0: ("A", (8, 0)), 1: ("B", (8, 6)), 2: ("C", (9, 0))}
+    fake = types.SimpleNamespace(
+        nvmlInit=lambda: None, nvmlDeviceGetCount=lambda: 3,
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetHandleByUUID=lambda u: {"GPU-c": 2}[u],
+        nvmlDeviceGetName=lambda h: gpus[h][0].encode(),
+        nvmlDeviceGetCudaComputeCapability=lambda h: gpus[h][1])
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")
+    assert gpu_capability() == ((9, 0), "C")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-c,0")
+    assert gpu_capability() == ((9, 0), "C") and visible_gpus() == ["GPU-c", "0"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert gpu_capability() == ((8, 0), "A") and visible_gpus() == ["0", "1", "2"]

@@ -1,29 +1,18 @@
 """Which GPU this is, and whether a backend's minimum compute capability refuses it before loading."""
 from __future__ import annotations
 
-import os
 
 from backends.contract import RunFailure
+from backends.contract.nvml import device_handle, text
 from backends.vllm.options import Options
 
 
 def gpu_capability() -> tuple[tuple[int, int] | None, str]:
     """Compute capability and name of the first visible GPU, via NVML (no CUDA context) or torch."""
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-            if visible.startswith(("GPU-", "MIG-")):
-                handle = pynvml.nvmlDeviceGetHandleByUUID(visible)
-            else:
-                handle = pynvml.nvmlDeviceGetHandleByIndex(int(visible) if visible.isdigit() else 0)
-            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            name = pynvml.nvmlDeviceGetName(handle)
-            return (int(major), int(minor)), name.decode() if isinstance(name, bytes) else str(name)
-        finally:
-            pynvml.nvmlShutdown()
+        nvml, handle = device_handle(0)
+        major, minor = nvml.nvmlDeviceGetCudaComputeCapability(handle)
+        return (int(major), int(minor)), text(nvml.nvmlDeviceGetName(handle))
     except Exception:  # noqa: BLE001 — fall back to torch
         pass
     try:

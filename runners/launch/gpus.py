@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backends.contract.nvml import visible_handles
+
 _POLL_S = 2.0
 
 
@@ -27,10 +29,7 @@ def visible_gpus() -> list[str]:
     if given is not None:
         return [g.strip() for g in given.split(",") if g.strip()]
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        return [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        return [str(i) for i in range(len(visible_handles()[1]))]
     except Exception:  # noqa: BLE001 — no NVML: no GPU to lease
         return []
 

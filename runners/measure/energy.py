@@ -6,7 +6,7 @@ deployment pays too. Hosts without the counter (CPU runs, GPUs before Volta) lea
 """
 from __future__ import annotations
 
-from runners.measure.nvml import visible_handles
+from backends.contract.nvml import visible_handles
 
 
 class EnergyMeter:

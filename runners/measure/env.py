@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from backends.contract import installed_versions
-from runners.measure.nvml import text, visible_handles
+from backends.contract.nvml import text, visible_handles
 
 CORE_PACKAGES = ("torch", "transformers", "tokenizers", "accelerate", "safetensors", "hydra-core", "numpy",
                  "nvidia-ml-py", "quantbench")

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from runners.measure.nvml import visible_handles
+from backends.contract.nvml import visible_handles
 
 MIB = 1024 * 1024
 

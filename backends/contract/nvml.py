@@ -1,4 +1,4 @@
-"""The one place quantbench's measurements open NVML, and find the GPUs this process may use.
+"""The one place quantbench opens NVML (runner and engines alike) and finds the GPUs this process may use.
 
 NVML numbers GPUs physically and ignores CUDA_VISIBLE_DEVICES, so a run leased GPU 3 must read GPU 3,
 not NVML's device 0: `visible_handles` maps the CUDA_VISIBLE_DEVICES entries (indices, or UUIDs as
