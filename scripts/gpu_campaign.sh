@@ -23,6 +23,10 @@
 #                  model at a time into one folder (resume=true), each model's synthetic weights deleted
 #                  after its runs: all five together (65 GB in bf16) do not fit a 64 GB disk; a model
 #                  is started only while the call has CLAIM4_NEEDS_S left, and a later call resumes
+#   headline MODEL one mixed-engine table (issue 19): $HEADLINE_BACKENDS (transformers fp16 / LLM.int8 /
+#                  NF4 beside vLLM fp16 / AWQ / GPTQ / FP8) on MODEL, prompt 512 + 256 new tokens,
+#                  batch 1/16/64, into $RESULTS/headline_MODEL, one backend at a time (resume=true),
+#                  each started only while the call has HEADLINE_NEEDS_S left; needs vllm-setup
 # Env: WH (chunk folders, default /tmp/wh), RESULTS (default /tmp/qb/results/h200: outside the
 #      repository copy, which each call lays anew), QUANTBENCH_CACHE (default /tmp/qbcache),
 #      OUT (if set, results/<name> is packed into $OUT/results.tgz after every phase: unpack it in
@@ -76,6 +80,10 @@ FIDELITY_NEEDS_S=${FIDELITY_NEEDS_S:-200}
 CLAIM4_MODELS=${CLAIM4_MODELS:-llama-3.1-8b qwen2.5-0.5b qwen2.5-1.5b qwen2.5-7b qwen2.5-14b}
 CLAIM4_BACKENDS=${CLAIM4_BACKENDS:-fp16,bnb_int8,bnb_nf4}
 CLAIM4_NEEDS_S=${CLAIM4_NEEDS_S:-120}
+HEADLINE_BACKENDS=${HEADLINE_BACKENDS:-fp16 bnb_int8 bnb_nf4 vllm_fp16 awq gptq fp8}
+HEADLINE_NEEDS_S=${HEADLINE_NEEDS_S:-200}
+HEADLINE_SWEEP="workload=generate workload.prompt_tokens=512 workload.new_tokens=256 workload.batch_sizes=[1,16,64] \
+workload.warmup=1 workload.repeats=2 weights=synthetic timeout_s=540 resume=true"
 CLAIM4_SWEEP="workload=generate workload.prompt_tokens=128 workload.new_tokens=32 workload.batch_sizes=[1,16] \
 workload.warmup=1 workload.repeats=3 weights=synthetic resume=true"
 
@@ -169,7 +177,20 @@ phase() {
         df -h "$QUANTBENCH_CACHE" | tail -1
       done
       ;;
-    *) echo "unknown phase '$1'; phases: probe chunk vllm-setup h200 fidelity tf-setup claim1 claim3 claim4" >&2
+    headline)
+      local model=${2:?headline needs a model, e.g. headline qwen2.5-0.5b} b left
+      use_vllm  # the vLLM wheel set carries bitsandbytes too: both engines in one environment
+      for b in $HEADLINE_BACKENDS; do
+        left=$((CALL_BUDGET_S - SECONDS - 20))
+        if [ "$left" -lt "$HEADLINE_NEEDS_S" ]; then
+          say "headline $model $b: not started, ${left}s left of this call (needs ${HEADLINE_NEEDS_S}s): run headline $model again"
+          rc=3; continue
+        fi
+        # shellcheck disable=SC2086  # HEADLINE_SWEEP is a list of overrides
+        sweep "headline_$model" "$left" "backend=$b" "model=$model" $HEADLINE_SWEEP
+      done
+      ;;
+    *) echo "unknown phase '$1'; phases: probe chunk vllm-setup h200 fidelity tf-setup claim1 claim3 claim4 headline" >&2
        return 2 ;;
   esac
 }
@@ -188,7 +209,7 @@ while [ $# -gt 0 ]; do
   p=$1; shift
   arg=""
   case $p in
-    chunk|h200) arg=${1:-}; [ $# -gt 0 ] && shift ;;
+    chunk|h200|headline) arg=${1:-}; [ $# -gt 0 ] && shift ;;
     fidelity) if [[ ${1:-} =~ ^(all|vllm_fp16|vllm_bf16|awq|awq_marlin|awq_gemm|gptq|fp8)$ ]]; then arg=$1; shift; fi ;;
   esac
   phase "$p" $arg || rc=$?

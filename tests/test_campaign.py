@@ -1,0 +1,36 @@
+"""scripts/gpu_campaign.sh without a GPU: its phase list, and its budget guard (a cell that cannot
+finish inside the device call is not started, so no device time is spent on a run cut half-way)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+
+def _campaign(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "scripts/gpu_campaign.sh", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, RESULTS=str(tmp_path / "results" / "h200"),
+                                               QUANTBENCH_CACHE=str(tmp_path / "cache"), **env))
+
+
+def test_unknown_phase_names_every_phase(tmp_path):
+    proc = _campaign(tmp_path, "nosuch")
+    assert proc.returncode == 2
+    assert "unknown phase 'nosuch'" in proc.stderr
+    for phase in ("probe", "chunk", "vllm-setup", "h200", "tf-setup", "claim1", "claim3", "claim4", "headline"):
+        assert phase in proc.stderr.split("phases:")[1]
+
+
+def test_cells_that_cannot_finish_in_the_call_are_not_started(tmp_path):
+    proc = _campaign(tmp_path, "claim4", "headline", "tiny", CLAIM4_MODELS="tiny smollm2-135m",
+                     CLAIM4_NEEDS_S="100000", HEADLINE_NEEDS_S="100000", HEADLINE_BACKENDS="fp16 vllm_fp16")
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.count("not started") == 4
+    assert "run claim4 again" in proc.stderr and "run headline tiny again" in proc.stderr
+    assert not list((tmp_path / "results").rglob("record.json"))
