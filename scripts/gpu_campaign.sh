@@ -25,7 +25,7 @@
 #                  is started only while the call has CLAIM4_NEEDS_S left, and a later call resumes
 #   headline MODEL one mixed-engine table (issue 19): $HEADLINE_BACKENDS (transformers fp16 / LLM.int8 /
 #                  NF4 beside vLLM fp16 / AWQ / GPTQ / FP8) on MODEL, prompt 512 + 256 new tokens,
-#                  batch 1/16/64, into $RESULTS/headline_MODEL, one backend at a time (resume=true),
+#                  batch 1/16/64, into $RESULTS/headline/MODEL, one backend at a time (resume=true),
 #                  each started only while the call has HEADLINE_NEEDS_S left; needs vllm-setup
 # Env: WH (chunk folders, default /tmp/wh), RESULTS (default /tmp/qb/results/h200: outside the
 #      repository copy, which each call lays anew), QUANTBENCH_CACHE (default /tmp/qbcache),
@@ -187,7 +187,7 @@ phase() {
           rc=3; continue
         fi
         # shellcheck disable=SC2086  # HEADLINE_SWEEP is a list of overrides
-        sweep "headline_$model" "$left" "backend=$b" "model=$model" $HEADLINE_SWEEP
+        sweep "headline/$model" "$left" "backend=$b" "model=$model" $HEADLINE_SWEEP
       done
       ;;
     *) echo "unknown phase '$1'; phases: probe chunk vllm-setup h200 fidelity tf-setup claim1 claim3 claim4 headline" >&2
