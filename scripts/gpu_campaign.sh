@@ -17,6 +17,11 @@
 #                  awq; default all = both) at 64 concurrent requests, vs that record
 #                  (scripts/vllm_fidelity.py); skipped when the call has < FIDELITY_NEEDS_S left
 #   tf-setup       install bitsandbytes + hydra from $WH into $SITE_TF (no vLLM needed)
+#   ort-setup      install onnxruntime-gpu (wheel set ort_gpu) + bitsandbytes + hydra from $WH into
+#                  ${SITE_PREFIX}_ort and ${SITE_PREFIX}_core, then list ONNX Runtime's providers
+#   ort            issue 22: transformers fp16 beside ort_fp32/fp16/int8/int4 on the CUDA provider,
+#                  ModernBERT-base classify and Qwen2.5-0.5B generate (node placement per provider
+#                  in each record); needs ort-setup
 #   claim1|claim3  the transformers/bitsandbytes sweeps of results/README.md (claim 1: fp16/LLM.int8/NF4
 #                  classify + generate; claim 3: Llama-3.1-8B fp32/fp16/LLM.int8/NF4, 100 new tokens)
 #   claim4         LLM.int8 and NF4 vs fp16 over model sizes ($CLAIM4_MODELS, smallest disk first), one
@@ -48,6 +53,7 @@ say() { printf '\n[campaign %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 use_tf() { export PYTHONPATH=$SITE_TF; }
 use_vllm() { export PYTHONPATH=${SITE_PREFIX}_vllm; }
+use_ort() { export PYTHONPATH=${SITE_PREFIX}_ort:${SITE_PREFIX}_core; }
 
 # One sweep = one table directory; a sweep cut short by its time limit keeps the records it wrote.
 # Exit 1 from a sweep means "some run is not ok" (its table says which); 124 means the limit cut it
@@ -146,6 +152,22 @@ phase() {
         "$chunk"/antlr4_python3_runtime-*.whl
       use_tf; "$PY" -c "import bitsandbytes, hydra; print('bnb', bitsandbytes.__version__, 'hydra', hydra.__version__)"
       ;;
+    ort-setup)
+      say "install onnxruntime-gpu + bitsandbytes + hydra from $WH"
+      PYTHON=$PY SITE_PREFIX=$SITE_PREFIX bash "$WH/01/install.sh" "$WH" ort core || return 1
+      use_ort
+      "$PY" -c "import importlib, onnxruntime as ort; importlib.import_module('torch'); \
+print('onnxruntime', ort.__version__, ort.__file__, ort.get_available_providers())"
+      ;;
+    ort)
+      use_ort
+      local ort_backends=fp16,ort_fp32,ort_fp16,ort_int8,ort_int4
+      sweep ort_classify "$(budget 300)" backend=$ort_backends model=modernbert-base workload=classify \
+        workload.seq_len=128 workload.batch_sizes=[1,16] weights=synthetic resume=true
+      # shellcheck disable=SC2086  # SHORT_GEN is a list of overrides
+      sweep ort_generate "$(budget 300)" backend=$ort_backends model=qwen2.5-0.5b $SHORT_GEN \
+        workload.new_tokens=64 workload.batch_sizes=[1,16] weights=synthetic resume=true
+      ;;
     claim1)
       use_tf
       # Each sweep stops at its own limit or at the call's budget, whichever comes first (resume=true
@@ -190,7 +212,7 @@ phase() {
         sweep "headline/$model" "$left" "backend=$b" "model=$model" $HEADLINE_SWEEP
       done
       ;;
-    *) echo "unknown phase '$1'; phases: probe chunk vllm-setup h200 fidelity tf-setup claim1 claim3 claim4 headline" >&2
+    *) echo "unknown phase '$1'; phases: probe chunk vllm-setup h200 fidelity tf-setup ort-setup ort claim1 claim3 claim4 headline" >&2
        return 2 ;;
   esac
 }
