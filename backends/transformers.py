@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from backends.compress import Recipe
-from backends.contract import ConfigError, CudaClock, Engine, HostClock, LogProbs, RunFailure, WeightCensus
+from backends.contract import (ConfigError, CudaClock, Engine, HostClock, LogProbs, RunFailure, WeightCensus,
+                               installed_versions)
 
 DType = Literal["float32", "float16", "bfloat16"]
 MIB = 2**20
@@ -183,15 +184,13 @@ class TransformersEngine(Engine):
 
     # -- reporting -----------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
-        import importlib.metadata as md
-
         o = self.options
-        info: dict[str, Any] = {"engine": "transformers", "transformers": md.version("transformers"),
-                                "torch": md.version("torch"), "dtype": o.dtype, "quantization": o.quantization}
+        info: dict[str, Any] = {"engine": "transformers", **installed_versions(("transformers", "torch")),
+                                "dtype": o.dtype, "quantization": o.quantization}
         if o.quantization == "compressed_tensors":
             info.update(self._compressed_info())
         elif o.quantization != "none":
-            info["bitsandbytes"] = md.version("bitsandbytes")
+            info.update(installed_versions(("bitsandbytes",)))
             info["skip_modules"] = self.skip_modules()
         if o.quantization == "bnb_int8":
             info["llm_int8_threshold"] = o.llm_int8_threshold

@@ -95,6 +95,14 @@ workload.warmup=1 workload.repeats=3 weights=synthetic resume=true"
 
 # The smaller of $1 seconds and what this call has left (never below 30: a sweep needs that to start).
 budget() { local left=$((CALL_BUDGET_S - SECONDS - 20)); [ "$left" -lt "$1" ] || left=$1; [ "$left" -gt 30 ] || left=30; echo "$left"; }
+# Whether this call has $1 seconds left for cell $2; if not, say that phase $3 must run again, and end
+# the call with 3 (unfinished), so that no device time goes to a cell the call would cut half-way.
+has_time() {
+  local left=$((CALL_BUDGET_S - SECONDS - 20))
+  [ "$left" -ge "$1" ] && return 0
+  say "$2: not started, ${left}s left of this call (needs ${1}s): run $3 again"
+  rc=3; return 1
+}
 
 phase() {
   case $1 in
@@ -186,30 +194,22 @@ print('onnxruntime', ort.__version__, ort.__file__, ort.get_available_providers(
       ;;
     claim4)
       use_tf
-      local m left
+      local m
       for m in $CLAIM4_MODELS; do
-        left=$((CALL_BUDGET_S - SECONDS - 20))
-        if [ "$left" -lt "$CLAIM4_NEEDS_S" ]; then
-          say "claim4 $m: not started, ${left}s left of this call (needs ${CLAIM4_NEEDS_S}s): run claim4 again"
-          rc=3; continue
-        fi
+        has_time "$CLAIM4_NEEDS_S" "claim4 $m" claim4 || continue
         # shellcheck disable=SC2086  # CLAIM4_SWEEP is a list of overrides
-        sweep claim4_sizes "$left" "backend=$CLAIM4_BACKENDS" "model=$m" $CLAIM4_SWEEP
+        sweep claim4_sizes "$(budget "$CALL_BUDGET_S")" "backend=$CLAIM4_BACKENDS" "model=$m" $CLAIM4_SWEEP
         rm -rf "$QUANTBENCH_CACHE/synthetic"
         df -h "$QUANTBENCH_CACHE" | tail -1
       done
       ;;
     headline)
-      local model=${2:?headline needs a model, e.g. headline qwen2.5-0.5b} b left
+      local model=${2:?headline needs a model, e.g. headline qwen2.5-0.5b} b
       use_vllm  # the vLLM wheel set carries bitsandbytes too: both engines in one environment
       for b in $HEADLINE_BACKENDS; do
-        left=$((CALL_BUDGET_S - SECONDS - 20))
-        if [ "$left" -lt "$HEADLINE_NEEDS_S" ]; then
-          say "headline $model $b: not started, ${left}s left of this call (needs ${HEADLINE_NEEDS_S}s): run headline $model again"
-          rc=3; continue
-        fi
+        has_time "$HEADLINE_NEEDS_S" "headline $model $b" "headline $model" || continue
         # shellcheck disable=SC2086  # HEADLINE_SWEEP is a list of overrides
-        sweep "headline/$model" "$left" "backend=$b" "model=$model" $HEADLINE_SWEEP
+        sweep "headline/$model" "$(budget "$CALL_BUDGET_S")" "backend=$b" "model=$model" $HEADLINE_SWEEP
       done
       ;;
     *) echo "unknown phase '$1'; phases: probe chunk vllm-setup h200 fidelity tf-setup ort-setup ort claim1 claim3 claim4 headline" >&2

@@ -30,15 +30,14 @@ def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
 def git_commit() -> dict[str, str | bool | None]:
     # The checkout this code runs from (an installed wheel has none: commit is then null).
     root = Path(__file__).resolve().parents[2]
-    trees = source_trees(root)
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=5).stdout.strip() or None
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                     capture_output=True, text=True, timeout=5).stdout.strip()) if sha else None
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None, "trees": trees}
-    return {"commit": sha, "dirty": dirty, "trees": trees}
+        sha = dirty = None
+    return {"commit": sha, "dirty": dirty, "trees": source_trees(root)}
 
 
 SOURCE_DIRS = ("backends", "runners", "conf", "scripts")

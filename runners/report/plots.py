@@ -1,6 +1,6 @@
 """PNG plots of the table model: speed with its spread, memory by kind, speed vs quality (Pareto front
-marked), batch-size scaling, and speed relative to the baseline against model size. A metric a cell did not measure is never drawn as a number: its bar is
-replaced by the reason. matplotlib is imported inside the functions (importing this module stays cheap).
+marked), batch-size scaling, and speed relative to the baseline against model size. A metric a cell
+did not measure is never drawn as a number: its bar is replaced by the reason. matplotlib is imported inside the functions (importing this module stays cheap).
 """
 from __future__ import annotations
 
@@ -172,11 +172,12 @@ class Scatter:
     notes: list[str]
 
 
-def _groups(table: Table) -> dict[tuple, list[Block]]:
+def _groups(table: Table, across_models: bool = False) -> dict[tuple, list[Block]]:
+    """Blocks by model × workload × weights × device × parameters (without the model: across_models)."""
     out: dict[tuple, list[Block]] = {}
     for b in table.blocks:
-        key = (b.model, b.workload, b.weights, b.device, tuple((k, param_text(v)) for k, v in b.params.items()))
-        out.setdefault(key, []).append(b)
+        key = (b.workload, b.weights, b.device, tuple((k, param_text(v)) for k, v in b.params.items()))
+        out.setdefault(key if across_models else (b.model, *key), []).append(b)
     return out
 
 
@@ -307,7 +308,8 @@ class SizePanel:
 
 def params_b(cell: Cell) -> float | None:
     """The model's parameter count in billions, as its YAML states it (`model.params_b`)."""
-    model = (cell.record.config or {}).get("model") if isinstance(cell.record.config, dict) else None
+    config = cell.record.config
+    model = config.get("model") if isinstance(config, dict) else None
     value = model.get("params_b") if isinstance(model, dict) else None
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else None
 
@@ -315,16 +317,12 @@ def params_b(cell: Cell) -> float | None:
 def size_data(table: Table) -> tuple[list[SizePanel], list[str]]:
     """Panels of speed-vs-baseline against model size: one per workload × weights × device × parameters
     that ran on two or more model sizes; every point is a measured cell over its own block's baseline."""
-    groups: dict[tuple, list[Block]] = {}
-    for b in table.blocks:
-        key = (b.workload, b.weights, b.device, tuple((k, param_text(v)) for k, v in b.params.items()))
-        groups.setdefault(key, []).append(b)
     panels, notes = [], []
-    for (workload, weights, device, params), blocks in groups.items():
+    for (workload, weights, device, params), blocks in _groups(table, across_models=True).items():
         sizes = {params_b(c) for b in blocks for c in b.cells} - {None}
         if len({b.model for b in blocks}) < 2 or len(sizes) < 2:
             continue
-        m = next((speed_metric(b) for b in blocks if speed_metric(b)), None)
+        m = next(filter(None, map(speed_metric, blocks)), None)
         if m is None:
             continue
         curves: dict[tuple[str, int | None], SizeCurve] = {}
