@@ -28,15 +28,20 @@
 #                  model at a time into one folder (resume=true), each model's synthetic weights deleted
 #                  after its runs: all five together (65 GB in bf16) do not fit a 64 GB disk; a model
 #                  is started only while the call has CLAIM4_NEEDS_S left, and a later call resumes
-#   headline MODEL one mixed-engine table (issue 19): $HEADLINE_BACKENDS (transformers fp16 / LLM.int8 /
-#                  NF4 beside vLLM fp16 / AWQ / GPTQ / FP8) on MODEL, prompt 512 + 256 new tokens,
-#                  batch 1/16/64, into $RESULTS/headline/MODEL, one backend at a time (resume=true),
-#                  each started only while the call has HEADLINE_NEEDS_S left; needs vllm-setup
+#   headline MODEL one mixed-engine table (issue 19): $HEADLINE_BACKENDS (vLLM fp16 / AWQ / FP8 beside
+#                  transformers fp16 / LLM.int8 / NF4, then vLLM GPTQ) on MODEL, prompt 512 + 256 new
+#                  tokens, vLLM at batch $HEADLINE_VLLM_BATCHES, transformers at $HEADLINE_TF_BATCHES,
+#                  into $RESULTS/headline/MODEL, one backend at a time (resume=true); a backend whose
+#                  record there is already ok is skipped without starting Python; the others start only
+#                  while the call has HEADLINE_NEEDS_S (vLLM) / HEADLINE_TF_NEEDS_S (transformers) left;
+#                  needs vllm-setup
 # Env: WH (chunk folders, default /tmp/wh), RESULTS (default /tmp/qb/results/h200: outside the
 #      repository copy, which each call lays anew), QUANTBENCH_CACHE (default /tmp/qbcache),
 #      OUT (if set, results/<name> is packed into $OUT/results.tgz after every phase: unpack it in
 #      the repository root), CALL_BUDGET_S (580), FIDELITY_NEEDS_S (200), CLAIM4_MODELS,
-#      CLAIM4_BACKENDS (fp16,bnb_int8,bnb_nf4), CLAIM4_NEEDS_S (120).
+#      CLAIM4_BACKENDS (fp16,bnb_int8,bnb_nf4), CLAIM4_NEEDS_S (120), HEADLINE_BACKENDS,
+#      HEADLINE_NEEDS_S (200), HEADLINE_TF_NEEDS_S (150), HEADLINE_VLLM_BATCHES ([1,16,64]),
+#      HEADLINE_TF_BATCHES ([1,16]).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -86,9 +91,17 @@ FIDELITY_NEEDS_S=${FIDELITY_NEEDS_S:-200}
 CLAIM4_MODELS=${CLAIM4_MODELS:-llama-3.1-8b qwen2.5-0.5b qwen2.5-1.5b qwen2.5-7b qwen2.5-14b}
 CLAIM4_BACKENDS=${CLAIM4_BACKENDS:-fp16,bnb_int8,bnb_nf4}
 CLAIM4_NEEDS_S=${CLAIM4_NEEDS_S:-120}
-HEADLINE_BACKENDS=${HEADLINE_BACKENDS:-fp16 bnb_int8 bnb_nf4 vllm_fp16 awq gptq fp8}
+# Issue 19. Order = what a cut campaign keeps first: the vLLM stacks and the bitsandbytes rows they are
+# compared with; GPTQ last, as on Hopper it runs the same 4-bit Machete kernel as AWQ (claim 2's rows).
+HEADLINE_BACKENDS=${HEADLINE_BACKENDS:-vllm_fp16 awq fp8 fp16 bnb_int8 bnb_nf4 gptq}
+# A vLLM start is ~90-130 s (torch.compile + CUDA-graph capture) before any measurement.
 HEADLINE_NEEDS_S=${HEADLINE_NEEDS_S:-200}
-HEADLINE_SWEEP="workload=generate workload.prompt_tokens=512 workload.new_tokens=256 workload.batch_sizes=[1,16,64] \
+HEADLINE_TF_NEEDS_S=${HEADLINE_TF_NEEDS_S:-150}
+# Concurrency 64 is where AWQ lost to fp16 at 0.5B; eager transformers decoding at 64 x 768 tokens costs
+# device time the vLLM rows need more (the issue asks it only where it fits).
+HEADLINE_VLLM_BATCHES=${HEADLINE_VLLM_BATCHES:-[1,16,64]}
+HEADLINE_TF_BATCHES=${HEADLINE_TF_BATCHES:-[1,16]}
+HEADLINE_SWEEP="workload=generate workload.prompt_tokens=512 workload.new_tokens=256 \
 workload.warmup=1 workload.repeats=2 weights=synthetic timeout_s=540 resume=true"
 CLAIM4_SWEEP="workload=generate workload.prompt_tokens=128 workload.new_tokens=32 workload.batch_sizes=[1,16] \
 workload.warmup=1 workload.repeats=3 weights=synthetic resume=true"
@@ -103,6 +116,17 @@ has_time() {
   say "$2: not started, ${left}s left of this call (needs ${1}s): run $3 again"
   rc=3; return 1
 }
+# Whether sweep folder $1 already holds an ok record of backend $2 (a later call skips it at no cost).
+is_ok() {
+  local rec
+  for rec in "$RESULTS/$1"/backend="$2",*/record.json; do
+    [ -f "$rec" ] && "$PY" -c 'import json, sys; sys.exit(json.load(open(sys.argv[1]))["status"] != "ok")' "$rec" \
+      && return 0
+  done
+  return 1
+}
+# The engine a backend YAML names (transformers, vllm, onnxruntime).
+engine_of() { sed -n 's/^engine: *\([a-z_]*\).*/\1/p' "conf/backend/$1.yaml"; }
 
 phase() {
   case $1 in
@@ -204,12 +228,18 @@ print('onnxruntime', ort.__version__, ort.__file__, ort.get_available_providers(
       done
       ;;
     headline)
-      local model=${2:?headline needs a model, e.g. headline qwen2.5-0.5b} b
+      local model=${2:?headline needs a model, e.g. headline qwen2.5-0.5b} b needs batches
       use_vllm  # the vLLM wheel set carries bitsandbytes too: both engines in one environment
       for b in $HEADLINE_BACKENDS; do
-        has_time "$HEADLINE_NEEDS_S" "headline $model $b" "headline $model" || continue
+        [ -f "conf/backend/$b.yaml" ] || { say "headline: no backend '$b' in conf/backend"; rc=2; continue; }
+        if is_ok "headline/$model" "$b"; then say "headline $model $b: already ok, skipped"; continue; fi
+        if [ "$(engine_of "$b")" = vllm ]; then needs=$HEADLINE_NEEDS_S batches=$HEADLINE_VLLM_BATCHES
+        else needs=$HEADLINE_TF_NEEDS_S batches=$HEADLINE_TF_BATCHES; fi
+        has_time "$needs" "headline $model $b" "headline $model" || continue
         # shellcheck disable=SC2086  # HEADLINE_SWEEP is a list of overrides
-        sweep "headline/$model" "$(budget "$CALL_BUDGET_S")" "backend=$b" "model=$model" $HEADLINE_SWEEP
+        sweep "headline/$model" "$(budget "$CALL_BUDGET_S")" "backend=$b" "model=$model" \
+          "workload.batch_sizes=$batches" $HEADLINE_SWEEP || rc=$?
+        pack  # a call cut after this backend still returns it
       done
       ;;
     *) echo "unknown phase '$1'; phases: probe chunk vllm-setup h200 fidelity tf-setup ort-setup ort claim1 claim3 claim4 headline" >&2

@@ -30,8 +30,32 @@ def test_unknown_phase_names_every_phase(tmp_path):
 
 def test_cells_that_cannot_finish_in_the_call_are_not_started(tmp_path):
     proc = _campaign(tmp_path, "claim4", "headline", "tiny", CLAIM4_MODELS="tiny smollm2-135m",
-                     CLAIM4_NEEDS_S="100000", HEADLINE_NEEDS_S="100000", HEADLINE_BACKENDS="fp16 vllm_fp16")
+                     CLAIM4_NEEDS_S="100000", HEADLINE_NEEDS_S="100000", HEADLINE_TF_NEEDS_S="100000",
+                     HEADLINE_BACKENDS="fp16 vllm_fp16")
     assert proc.returncode == 3, proc.stderr
     assert proc.stderr.count("not started") == 4
     assert "run claim4 again" in proc.stderr and "run headline tiny again" in proc.stderr
     assert not list((tmp_path / "results").rglob("record.json"))
+
+
+def test_headline_skips_ok_records_and_gives_each_engine_its_own_time_need(tmp_path):
+    done = tmp_path / "results" / "h200" / "headline" / "tiny" / "backend=fp16,model=tiny,x"
+    done.mkdir(parents=True)
+    (done / "record.json").write_text('{"status": "ok"}')
+    failed = done.parent / "backend=bnb_int8,model=tiny,x"
+    failed.mkdir()
+    (failed / "record.json").write_text('{"status": "crash"}')
+    proc = _campaign(tmp_path, "headline", "tiny", HEADLINE_BACKENDS="fp16 vllm_fp16 bnb_int8",
+                     HEADLINE_NEEDS_S="100000", HEADLINE_TF_NEEDS_S="99999")
+    assert proc.returncode == 3, proc.stderr
+    assert "headline tiny fp16: already ok, skipped" in proc.stderr
+    # vLLM's start is the longer need; a record that is not ok is run again, not skipped.
+    assert "headline tiny vllm_fp16: not started" in proc.stderr and "(needs 100000s)" in proc.stderr
+    assert "headline tiny bnb_int8: not started" in proc.stderr and "(needs 99999s)" in proc.stderr
+    assert proc.stderr.count("not started") == 2
+
+
+def test_headline_names_a_backend_that_does_not_exist(tmp_path):
+    proc = _campaign(tmp_path, "headline", "tiny", HEADLINE_BACKENDS="nosuch")
+    assert proc.returncode == 2
+    assert "headline: no backend 'nosuch' in conf/backend" in proc.stderr
