@@ -15,7 +15,7 @@
 #                  $RESULTS/vllm_qwen32b (resume=true: a finished run is skipped, a cut one re-runs)
 #   fidelity [B]   `vllm bench throughput` on the exact settings of the h200 record of B (vllm_fp16 or
 #                  awq; default all = both) at 64 concurrent requests, vs that record
-#                  (scripts/vllm_fidelity.py); skipped when the call has < FIDELITY_NEEDS_S left
+#                  (scripts/vllm_fidelity.py); not started when the call has < FIDELITY_NEEDS_S left
 #   tf-setup       install bitsandbytes + hydra from $WH into $SITE_TF (no vLLM needed)
 #   ort-setup      install onnxruntime-gpu (wheel set ort_gpu) + bitsandbytes + hydra from $WH into
 #                  ${SITE_PREFIX}_ort and ${SITE_PREFIX}_core, then list ONNX Runtime's providers
@@ -161,12 +161,9 @@ phase() {
       [ "$which" = all ] && which="vllm_fp16 awq"
       for b in $which; do
         # Inside one device call: vLLM's bench needs ~2.5 min (start-up, a warm-up pass, the timed pass);
-        # skip it rather than let the call's limit cut it (run `fidelity` in a call of its own then).
+        # not started rather than cut by the call's limit (run `fidelity` in a call of its own then).
+        has_time "$FIDELITY_NEEDS_S" "fidelity $b" "fidelity $b" || continue
         left=$((CALL_BUDGET_S - SECONDS))
-        if [ "$left" -lt "$FIDELITY_NEEDS_S" ]; then
-          say "fidelity $b: skipped, ${left}s left of this call's ${CALL_BUDGET_S}s (needs ${FIDELITY_NEEDS_S}s)"
-          rc=3; continue
-        fi
         rec=$(ls "$RESULTS/$H200_DIR"/backend="$b",*/record.json 2>/dev/null | head -1)
         if [ -z "$rec" ]; then say "fidelity $b: no record under $RESULTS/$H200_DIR (run phase h200 $b first)"; continue; fi
         say "fidelity $b: vllm bench throughput vs $rec at $FIDELITY_BATCH concurrent requests (${left}s left)"

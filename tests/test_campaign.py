@@ -38,6 +38,13 @@ def test_cells_that_cannot_finish_in_the_call_are_not_started(tmp_path):
     assert not list((tmp_path / "results").rglob("record.json"))
 
 
+def test_fidelity_that_cannot_finish_in_the_call_is_not_started(tmp_path):
+    proc = _campaign(tmp_path, "fidelity", "awq", FIDELITY_NEEDS_S="100000")
+    assert proc.returncode == 3, proc.stderr
+    assert "fidelity awq: not started" in proc.stderr and "run fidelity awq again" in proc.stderr
+    assert not (tmp_path / "results" / "h200" / "fidelity_awq_qwen2.5-32b.json").exists()
+
+
 def test_headline_skips_ok_records_and_gives_each_engine_its_own_time_need(tmp_path):
     done = tmp_path / "results" / "h200" / "headline" / "tiny" / "backend=fp16,model=tiny,x"
     done.mkdir(parents=True)

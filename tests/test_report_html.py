@@ -267,6 +267,8 @@ def test_size_curve_is_each_models_speed_over_its_own_baseline():
     assert curves[("bnb_int8", 1)] == [(0.5, pytest.approx(0.25), "small"), (14.0, pytest.approx(0.75), "big")]
     fig_plot = plots.sizes(build(recs, baseline="fp16"), plots.colors(build(recs)))
     assert fig_plot.figure is not None and len(fig_plot.figure.axes[0].lines) >= 2
+    # the size axis is labelled at the measured sizes, not at log-scale defaults no model has
+    assert [t.get_text() for t in fig_plot.figure.axes[0].get_xticklabels()] == ["0.5B", "14B"]
     # one model size only: no curve drawn, and the plot says why
     one = plots.sizes(build(recs[:2]), plots.colors(build(recs[:2])))
     assert one.figure is None and "two or more model sizes" in one.notes[0]

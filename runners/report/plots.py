@@ -260,7 +260,7 @@ def scaling(table: Table, color: dict[str, str]) -> Plot:
                     ["Each model × workload ran one batch size: no scaling plot."])
     fig, axes = _figure(len(groups))
     for ax, blocks in zip(axes, groups):
-        m = next((speed_metric(b) for b in blocks if speed_metric(b)), None)
+        m = next(filter(None, map(speed_metric, blocks)), None)
         if m is None:
             continue
         sizes = sorted({b.batch_size for b in blocks if b.batch_size})
@@ -372,6 +372,10 @@ def sizes(table: Table, color: dict[str, str]) -> Plot:
                 ax.annotate(f"{y:.2f}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.axhline(1.0, color="0.5", lw=0.9, ls="--")
         ax.set_xscale("log")
+        # Ticks at the measured sizes only: log-axis defaults label 2x10^0, 3x10^0 ... that no model has.
+        measured = sorted({p[0] for c in panel.curves for p in c.points})
+        ax.set_xticks(measured, [f"{s:g}B" for s in measured])
+        ax.minorticks_off()
         ax.set_xlabel("parameters, billions (model YAML's params_b)", fontsize=9)
         ax.set_ylabel(f"{panel.speed.label} vs {panel.baseline} (×, > 1 is faster)", fontsize=9)
         ax.legend(fontsize=7)
