@@ -192,3 +192,18 @@ def test_cli_prints_the_answer_and_rejects_bad_strings(tmp_path):
     assert bad.returncode == 2
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --require: unknown metric 'peak_ram'; valid metrics:")
+
+
+def test_cli_columns_set_the_column_order_and_unknown_names_are_refused(tmp_path, capsys):
+    from runners.report.cli import main
+
+    for rec in gpu_sweep():
+        write_record(tmp_path / rec.backend / "record.json", rec)
+    assert main([str(tmp_path), "--no-html", "--columns", "gptq, awq", "--baseline", "fp16"]) == 0
+    header = next(line for line in (tmp_path / "table.md").read_text().splitlines() if line.startswith("| | "))
+    cols = [c.strip() for c in header.strip("|").split("|")][1:]
+    # the named columns lead; the rest keep run order
+    assert cols[:4] == ["gptq", "awq", "fp16", "bnb_int8"], cols
+    assert main([str(tmp_path), "--no-html", "--columns", "awq,nosuch"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: --columns nosuch not in ") and "backends: fp16, bnb_int8" in err[-1]

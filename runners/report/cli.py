@@ -1,4 +1,4 @@
-"""`python -m runners.report DIR [--baseline NAME] [--no-html] [--require ... --maximize ...]`:
+"""`python -m runners.report DIR [--baseline NAME] [--columns A,B,...] [--no-html] [--require ...]`:
 rebuild a results folder's tables and report from its records, and answer which backend meets the
 constraints (syntax: runners.report.choose)."""
 from __future__ import annotations
@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m runners.report", description=__doc__.splitlines()[0])
     ap.add_argument("sweep_dir", type=Path, help="a directory holding record.json files (searched recursively)")
     ap.add_argument("--baseline", help="backend to compare against (default: the first of the sweep)")
+    ap.add_argument("--columns", help="backends in this column order, e.g. vllm_fp16,fp8,awq (the rest follow "
+                                      "in run order); default: the sweep's order")
     ap.add_argument("--no-html", action="store_true", help="skip report.html and the plots")
     ap.add_argument("--require", help='constraints, e.g. "peak_vram<=24GiB,kl_mean<=0.05,ttft_p90<=500ms"')
     ap.add_argument("--maximize", help="the metric that ranks the backends meeting the constraints")
@@ -35,12 +37,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline and args.baseline not in backends and not found.damaged:
         print(f"error: --baseline {args.baseline} is not in {root}; backends: {', '.join(backends)}", file=sys.stderr)
         return 2
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    unknown = [c for c in columns or [] if c not in backends]
+    if unknown:
+        print(f"error: --columns {', '.join(unknown)} not in {root}; backends: {', '.join(backends)}", file=sys.stderr)
+        return 2
     try:
         constraints_for(found.records, args.require, args.maximize, args.minimize)
     except choose.ConstraintError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = build_report(root, found.records, args.baseline, args.require, args.maximize, args.minimize)
+    report = build_report(root, found.records, args.baseline, args.require, args.maximize, args.minimize, columns)
     written = write_report(root, report, not args.no_html)
     print(choose.markdown(report.decision) if report.decision else written.markdown)
     print("\n".join(f"{label}: {path}" for label, path in written.files()))

@@ -51,11 +51,12 @@ def constraints_for(records: list[RunRecord], require: str | None, maximize: str
 
 
 def build_report(root: Path, records: list[RunRecord] | None = None, baseline: str | None = None,
-                 require: str | None = None, maximize: str | None = None, minimize: str | None = None) -> Report:
+                 require: str | None = None, maximize: str | None = None, minimize: str | None = None,
+                 columns: list[str] | None = None) -> Report:
     found = scan(root)
     if records is None:
         records = found.records
-    table = build(records, baseline, root, found.damaged)
+    table = build(records, baseline, root, found.damaged, columns)
     problems: list[str] = []
     decision = None
     try:

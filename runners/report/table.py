@@ -395,12 +395,14 @@ def resolve_baseline(records: list[RunRecord], given: str | None, sweep_backends
 
 
 def build(records: list[RunRecord], baseline: str | None = None, root: Path | None = None,
-          damaged: list[tuple[Path, str]] | None = None) -> Table:
-    """The one table model of `records` (newest record per run, as runners.record.store.scan gives)."""
+          damaged: list[tuple[Path, str]] | None = None, columns: list[str] | None = None) -> Table:
+    """The one table model of `records` (newest record per run, as runners.record.store.scan gives).
+    Columns: `columns` first (a folder filled by several commands has no one sweep order), then the
+    sweep's backend order, then the order the runs were made in."""
     records = sorted(records, key=_order)
     damaged_text = [(str(p), why) for p, why in (damaged or [])]
     sweep_backends = read_sweep_backends(root)
-    backends = list(dict.fromkeys([b for b in sweep_backends if any(r.backend == b for r in records)]
+    backends = list(dict.fromkeys([b for b in [*(columns or []), *sweep_backends] if any(r.backend == b for r in records)]
                                   + [r.backend for r in records]))
     name, source, problem = resolve_baseline(records, baseline, sweep_backends, damaged_text)
     params, scopes = varying(records)
