@@ -28,15 +28,16 @@
 #                  model at a time into one folder (resume=true), each model's synthetic weights deleted
 #                  after its runs: all five together (65 GB in bf16) do not fit a 64 GB disk; a model
 #                  is started only while the call has CLAIM4_NEEDS_S left, and a later call resumes
-#   headline MODEL one mixed-engine table (issue 19): $HEADLINE_BACKENDS (vLLM fp16 / AWQ / FP8 beside
+#   headline MODEL[:B1,B2,...]  one mixed-engine table (issue 19): $HEADLINE_BACKENDS (vLLM fp16 / AWQ / FP8 beside
 #                  transformers fp16 / LLM.int8 / NF4, then vLLM GPTQ) on MODEL, prompt 512 + 256 new
 #                  tokens, vLLM at batch $HEADLINE_VLLM_BATCHES, transformers at $HEADLINE_TF_BATCHES,
 #                  into $RESULTS/headline/MODEL, one backend at a time (resume=true); a backend whose
 #                  record there is already ok is skipped without starting Python; the others start only
 #                  while the call has HEADLINE_NEEDS_S (vLLM) / HEADLINE_TF_NEEDS_S (transformers) left;
-#                  needs vllm-setup
+#                  backends after ':' replace $HEADLINE_BACKENDS for that model; needs vllm-setup
 # Env: WH (chunk folders, default /tmp/wh), RESULTS (default /tmp/qb/results/h200: outside the
 #      repository copy, which each call lays anew), QUANTBENCH_CACHE (default /tmp/qbcache),
+#      COMMITTED (default results/<basename of RESULTS>: ok records there are not run again),
 #      OUT (if set, results/<name> is packed into $OUT/results.tgz after every phase: unpack it in
 #      the repository root), CALL_BUDGET_S (580), FIDELITY_NEEDS_S (200), CLAIM4_MODELS,
 #      CLAIM4_BACKENDS (fp16,bnb_int8,bnb_nf4), CLAIM4_NEEDS_S (120), HEADLINE_BACKENDS,
@@ -47,6 +48,7 @@ cd "$(dirname "$0")/.."
 
 WH=${WH:-/tmp/wh}
 RESULTS=${RESULTS:-/tmp/qb/results/h200}
+COMMITTED=${COMMITTED:-results/$(basename "$RESULTS")}
 SITE_PREFIX=${SITE_PREFIX:-/tmp/site}
 SITE_TF=${SITE_TF:-${SITE_PREFIX}_tf}
 export QUANTBENCH_CACHE=${QUANTBENCH_CACHE:-/tmp/qbcache}
@@ -116,10 +118,12 @@ has_time() {
   say "$2: not started, ${left}s left of this call (needs ${1}s): run $3 again"
   rc=3; return 1
 }
-# Whether sweep folder $1 already holds an ok record of backend $2 (a later call skips it at no cost).
+# Whether sweep folder $1 already holds an ok record of backend $2, in this machine's $RESULTS or among
+# the committed results that travel with the tree (so a fresh machine, or a later session, goes on
+# where the last one stopped; COMMITTED=/nonexistent measures everything again).
 is_ok() {
   local rec
-  for rec in "$RESULTS/$1"/backend="$2",*/record.json; do
+  for rec in "$RESULTS/$1"/backend="$2",*/record.json "$COMMITTED/$1"/backend="$2",*/record.json; do
     [ -f "$rec" ] && "$PY" -c 'import json, sys; sys.exit(json.load(open(sys.argv[1]))["status"] != "ok")' "$rec" \
       && return 0
   done
@@ -225,9 +229,12 @@ print('onnxruntime', ort.__version__, ort.__file__, ort.get_available_providers(
       done
       ;;
     headline)
-      local model=${2:?headline needs a model, e.g. headline qwen2.5-0.5b} b needs batches
+      local model=${2:?headline needs a model, e.g. headline qwen2.5-0.5b} b needs batches list
+      # MODEL:B1,B2 names this model's backends, so one call can finish two models' different rows.
+      list=$HEADLINE_BACKENDS
+      if [[ $model == *:* ]]; then list=${model#*:}; list=${list//,/ }; model=${model%%:*}; fi
       use_vllm  # the vLLM wheel set carries bitsandbytes too: both engines in one environment
-      for b in $HEADLINE_BACKENDS; do
+      for b in $list; do
         [ -f "conf/backend/$b.yaml" ] || { say "headline: no backend '$b' in conf/backend"; rc=2; continue; }
         if is_ok "headline/$model" "$b"; then say "headline $model $b: already ok, skipped"; continue; fi
         if [ "$(engine_of "$b")" = vllm ]; then needs=$HEADLINE_NEEDS_S batches=$HEADLINE_VLLM_BATCHES

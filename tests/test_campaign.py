@@ -66,3 +66,23 @@ def test_headline_names_a_backend_that_does_not_exist(tmp_path):
     proc = _campaign(tmp_path, "headline", "tiny", HEADLINE_BACKENDS="nosuch")
     assert proc.returncode == 2
     assert "headline: no backend 'nosuch' in conf/backend" in proc.stderr
+
+
+def test_headline_model_can_name_its_own_backends(tmp_path):
+    proc = _campaign(tmp_path, "headline", "tiny:fp16,bnb_nf4", "headline", "smollm2-135m",
+                     HEADLINE_BACKENDS="vllm_fp16", HEADLINE_NEEDS_S="100000", HEADLINE_TF_NEEDS_S="100000")
+    assert proc.returncode == 3, proc.stderr
+    started = [line.split(": not started")[0].split("] ")[-1] for line in proc.stderr.splitlines()
+               if "not started" in line]
+    assert started == ["headline tiny fp16", "headline tiny bnb_nf4", "headline smollm2-135m vllm_fp16"]
+
+
+def test_headline_skips_what_is_committed_unless_told_not_to(tmp_path):
+    committed = tmp_path / "committed"
+    rec = committed / "headline" / "tiny" / "backend=awq,model=tiny,x" / "record.json"
+    rec.parent.mkdir(parents=True)
+    rec.write_text('{"status": "ok"}')
+    proc = _campaign(tmp_path, "headline", "tiny:awq", COMMITTED=str(committed), HEADLINE_NEEDS_S="100000")
+    assert proc.returncode == 0 and "headline tiny awq: already ok, skipped" in proc.stderr, proc.stderr
+    again = _campaign(tmp_path, "headline", "tiny:awq", COMMITTED=str(tmp_path / "none"), HEADLINE_NEEDS_S="100000")
+    assert again.returncode == 3 and "headline tiny awq: not started" in again.stderr
