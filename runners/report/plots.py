@@ -1,6 +1,7 @@
 """PNG plots of the table model: speed with its spread, memory by kind, speed vs quality (Pareto front
 marked), batch-size scaling, and speed relative to the baseline against model size. A metric a cell
-did not measure is never drawn as a number: its bar is replaced by the reason. matplotlib is imported inside the functions (importing this module stays cheap).
+did not measure is never drawn as a number: its bar is replaced by the reason. matplotlib is imported
+inside the functions (importing this module stays cheap).
 """
 from __future__ import annotations
 

@@ -402,7 +402,8 @@ def build(records: list[RunRecord], baseline: str | None = None, root: Path | No
     records = sorted(records, key=_order)
     damaged_text = [(str(p), why) for p, why in (damaged or [])]
     sweep_backends = read_sweep_backends(root)
-    backends = list(dict.fromkeys([b for b in [*(columns or []), *sweep_backends] if any(r.backend == b for r in records)]
+    ran = {r.backend for r in records}
+    backends = list(dict.fromkeys([b for b in [*(columns or []), *sweep_backends] if b in ran]
                                   + [r.backend for r in records]))
     name, source, problem = resolve_baseline(records, baseline, sweep_backends, damaged_text)
     params, scopes = varying(records)
