@@ -58,9 +58,22 @@ mkdir -p "$RESULTS"
 
 say() { printf '\n[campaign %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
-use_tf() { export PYTHONPATH=$SITE_TF; }
-use_vllm() { export PYTHONPATH=${SITE_PREFIX}_vllm; }
-use_ort() { export PYTHONPATH=${SITE_PREFIX}_ort:${SITE_PREFIX}_core; }
+# use_site "MODULES" DIR...: put the installed wheel sets on PYTHONPATH. A fresh device machine has
+# none (a machine lost between calls comes back bare): say so in one line, instead of every run of
+# the phase failing on its first import. A machine with MODULES installed its own way needs no DIR.
+use_site() {
+  local mods=$1 dir; shift
+  for dir in "$@"; do [ -d "$dir" ] || break; done
+  if [ -d "$dir" ]; then PYTHONPATH=$(IFS=:; echo "$*"); export PYTHONPATH; return 0; fi
+  # shellcheck disable=SC2086  # MODULES is a list of names
+  "$PY" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in sys.argv[1:]))" $mods \
+    && return 0
+  say "no $dir on this machine and no $mods importable (a fresh machine?): carry the chunks and run the setup phase first"
+  return 2
+}
+use_tf() { use_site "bitsandbytes hydra" "$SITE_TF"; }
+use_vllm() { use_site "vllm bitsandbytes hydra" "${SITE_PREFIX}_vllm"; }
+use_ort() { use_site "onnxruntime bitsandbytes hydra" "${SITE_PREFIX}_ort" "${SITE_PREFIX}_core"; }
 
 # One sweep = one table directory; a sweep cut short by its time limit keeps the records it wrote.
 # Exit 1 from a sweep means "some run is not ok" (its table says which); 124 means the limit cut it
@@ -149,18 +162,18 @@ phase() {
     vllm-setup)
       say "install the vLLM wheel set from $WH"
       PYTHON=$PY SITE_PREFIX=$SITE_PREFIX bash "$WH/01/install.sh" "$WH" vllm || return 1
-      use_vllm
+      use_vllm || return 2
       "$PY" -c "import vllm, bitsandbytes, hydra, importlib.util as u; print('vllm', vllm.__version__, \
 'bitsandbytes', bitsandbytes.__version__, 'hydra', hydra.__version__, 'flashinfer', bool(u.find_spec('flashinfer')))"
       ;;
     h200)
       local b=${2:?h200 needs a backend: vllm_fp16, awq or gptq}
-      use_vllm
+      use_vllm || return 2
       # shellcheck disable=SC2086  # H200_SWEEP is a list of overrides
       sweep "$H200_DIR" 560 "backend=$b" $H200_SWEEP
       ;;
     fidelity)
-      use_vllm
+      use_vllm || return 2
       local b rec which=${2:-all} left
       [ "$which" = all ] && which="vllm_fp16 awq"
       for b in $which; do
@@ -188,12 +201,12 @@ phase() {
     ort-setup)
       say "install onnxruntime-gpu + bitsandbytes + hydra from $WH"
       PYTHON=$PY SITE_PREFIX=$SITE_PREFIX bash "$WH/01/install.sh" "$WH" ort core || return 1
-      use_ort
+      use_ort || return 2
       "$PY" -c "import importlib, onnxruntime as ort; importlib.import_module('torch'); \
 print('onnxruntime', ort.__version__, ort.__file__, ort.get_available_providers())"
       ;;
     ort)
-      use_ort
+      use_ort || return 2
       local ort_backends=fp16,ort_fp32,ort_fp16,ort_int8,ort_int4
       sweep ort_classify "$(budget 300)" backend=$ort_backends model=modernbert-base workload=classify \
         workload.seq_len=128 workload.batch_sizes=[1,16] weights=synthetic resume=true
@@ -202,7 +215,7 @@ print('onnxruntime', ort.__version__, ort.__file__, ort.get_available_providers(
         workload.new_tokens=64 workload.batch_sizes=[1,16] weights=synthetic resume=true
       ;;
     claim1)
-      use_tf
+      use_tf || return 2
       # Each sweep stops at its own limit or at the call's budget, whichever comes first (resume=true
       # lets a later call finish it).
       sweep claim1_classify $(budget 330) backend=fp16,bnb_int8,bnb_nf4 model=modernbert-base,qwen2.5-0.5b \
@@ -211,14 +224,14 @@ print('onnxruntime', ort.__version__, ort.__file__, ort.get_available_providers(
         workload.new_tokens=64 workload.batch_sizes=[1,16] weights=synthetic resume=true
       ;;
     claim3)
-      use_tf
+      use_tf || return 2
       # fp32 first: the claim compares LLM.int8 with fp32, so fp32 is the table's baseline.
       sweep claim3_llama8b "$(budget 570)" backend=fp32,fp16,bnb_int8,bnb_nf4 \
         model=llama-3.1-8b workload=generate workload.prompt_tokens=128 workload.new_tokens=100 \
         workload.batch_sizes=[1,16] workload.warmup=1 workload.repeats=3 weights=synthetic resume=true
       ;;
     claim4)
-      use_tf
+      use_tf || return 2
       local m
       for m in $CLAIM4_MODELS; do
         has_time "$CLAIM4_NEEDS_S" "claim4 $m" claim4 || continue
@@ -233,7 +246,7 @@ print('onnxruntime', ort.__version__, ort.__file__, ort.get_available_providers(
       # MODEL:B1,B2 names this model's backends, so one call can finish two models' different rows.
       list=$HEADLINE_BACKENDS
       if [[ $model == *:* ]]; then list=${model#*:}; list=${list//,/ }; model=${model%%:*}; fi
-      use_vllm  # the vLLM wheel set carries bitsandbytes too: both engines in one environment
+      use_vllm || return 2  # the vLLM wheel set carries bitsandbytes too: both engines in one environment
       for b in $list; do
         [ -f "conf/backend/$b.yaml" ] || { say "headline: no backend '$b' in conf/backend"; rc=2; continue; }
         if is_ok "headline/$model" "$b"; then say "headline $model $b: already ok, skipped"; continue; fi

@@ -2,9 +2,11 @@
 finish inside the device call is not started, so no device time is spent on a run cut half-way)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -14,9 +16,13 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash
 
 
 def _campaign(tmp_path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    # Installed wheel-set folders, as the setup phases leave them on the device (empty: nothing runs here).
+    for site in ("site_vllm", "site_tf", "site_ort", "site_core"):
+        (tmp_path / site).mkdir(exist_ok=True)
+    base = {"RESULTS": str(tmp_path / "results" / "h200"), "QUANTBENCH_CACHE": str(tmp_path / "cache"),
+            "SITE_PREFIX": str(tmp_path / "site"), "PYTHON": sys.executable}
     return subprocess.run(["bash", "scripts/gpu_campaign.sh", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env=dict(os.environ, RESULTS=str(tmp_path / "results" / "h200"),
-                                               QUANTBENCH_CACHE=str(tmp_path / "cache"), **env))
+                          timeout=60, env={**os.environ, **base, **env})
 
 
 def test_unknown_phase_names_every_phase(tmp_path):
@@ -86,3 +92,15 @@ def test_headline_skips_what_is_committed_unless_told_not_to(tmp_path):
     assert proc.returncode == 0 and "headline tiny awq: already ok, skipped" in proc.stderr, proc.stderr
     again = _campaign(tmp_path, "headline", "tiny:awq", COMMITTED=str(tmp_path / "none"), HEADLINE_NEEDS_S="100000")
     assert again.returncode == 3 and "headline tiny awq: not started" in again.stderr
+
+
+def test_a_bare_machine_is_named_once_not_met_by_every_run_failing(tmp_path):
+    # A machine lost between calls comes back without the wheel sets: the phase says so and runs nothing.
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here: the phase may run without the wheel set")
+    proc = _campaign(tmp_path, "headline", "tiny:fp16,vllm_fp16", SITE_PREFIX=str(tmp_path / "gone"),
+                     HEADLINE_NEEDS_S="0", HEADLINE_TF_NEEDS_S="0")
+    assert proc.returncode == 2, proc.stderr
+    [line] = [x for x in proc.stderr.splitlines() if "no " in x and "importable" in x]
+    assert "gone_vllm" in line and "run the setup phase first" in line
+    assert "sweep" not in proc.stderr and not list((tmp_path / "results").rglob("record.json"))
