@@ -111,7 +111,7 @@ def record_mismatches(record: dict, kwargs: dict[str, Any], batch_size: int) -> 
         problems.append("the record does not say which vllm.LLM arguments ran (engine_info.llm_kwargs)")
     elif ran != planned:
         diff = sorted(k for k in set(ran) | set(planned) if ran.get(k) != planned.get(k))
-        problems.append(f"the record ran other vllm.LLM arguments than this code builds from its config: "
+        problems.append("the record ran other vllm.LLM arguments than this code builds from its config: "
                         + ", ".join(f"{k}: {ran.get(k)!r} vs {planned.get(k)!r}" for k in diff))
     return problems
 

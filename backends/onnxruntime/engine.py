@@ -19,7 +19,7 @@ from backends.contract import ConfigError, Engine, LogProbs, RunFailure, WeightC
 from backends.contract import build_once, content_key, folder_identity
 from backends.onnxruntime.census import FLOAT_OPS, QUANTIZED_OPS, file_census
 from backends.onnxruntime.export import MODEL_FILE, export_model, refuse_pickle
-from backends.onnxruntime.options import CPU_EP, CUDA_EP, Options, resolve_providers
+from backends.onnxruntime.options import CUDA_EP, Options, resolve_providers
 from backends.onnxruntime.placement import node_placement, placement_text, session_ops
 from backends.onnxruntime.progress import Heartbeat, quiet_libraries
 from backends.onnxruntime.quantize import REWRITE_FORMAT, REWRITES

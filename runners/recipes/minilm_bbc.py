@@ -19,13 +19,12 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from backends.contract import builder_lock, cache_path, installed_versions
+from backends.contract import build_once, builder_lock, cache_path, installed_versions, invalidate
+from backends.contract.artefacts import MANIFEST, damage, write_manifest
 from runners.quality.evaldata import BBC_LABELS, bbc_label_ids, bbc_split, classification_metrics
 
 log = logging.getLogger(__name__)
@@ -86,40 +85,39 @@ def is_ready(path: Path) -> bool:
 
 def ensure_minilm_bbc(seed: int = 0, force: bool = False, progress: bool = True) -> Path:
     """The cached minilm-bbc folder (a standard `BertForSequenceClassification` + tokenizer +
-    `metrics.json`); trains it on first use (or with `force`), which takes a few minutes on CPU."""
+    `metrics.json`); trains it on first use (or with `force`), which takes a few minutes on CPU.
+    Built like every cache entry (`build_once`): parallel cells train it once, a killed training
+    leaves nothing half-made, and a damaged entry is trained again."""
     out = minilm_bbc_path(seed)
-    if is_ready(out) and not force:
-        return out
-    encoder_dir()  # fail fast with the install hint
-    with builder_lock(out):  # parallel cells train it once; the others wait for it
-        if is_ready(out) and not force:
-            return out
-        return _train_into(out, seed, force, progress)
-
-
-def _train_into(out: Path, seed: int, force: bool, progress: bool) -> Path:
-    log.info(
-        "minilm-bbc: training the BBC News head once (a few minutes on CPU); cached at %s", out
-    )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
-    try:
-        train_minilm_bbc(tmp, seed=seed, progress=progress)
-        _relax_permissions(tmp)
-        if out.exists():
-            if is_ready(out) and not force:  # another process finished first
-                shutil.rmtree(tmp, ignore_errors=True)
-                return out
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if force:
+        with builder_lock(out):
+            invalidate(out)
+    else:
+        _adopt_pre_manifest(out)
+    if damage(out) is not None:
+        encoder_dir()  # fail fast with the install hint
+        log.info("minilm-bbc: training the BBC News head once (a few minutes on CPU); cached at %s", out)
+        build_once(out, lambda tmp: _train_into(tmp, seed, progress))
     return out
 
 
+def _adopt_pre_manifest(out: Path) -> None:
+    """Keep a folder trained before cache entries carried a manifest (it was ready when READY_FILES
+    were there), instead of training it again after an upgrade."""
+    if (out / MANIFEST).exists() or not is_ready(out):
+        return
+    with builder_lock(out):
+        if not (out / MANIFEST).exists() and is_ready(out):
+            write_manifest(out)
+
+
+def _train_into(tmp: Path, seed: int, progress: bool) -> None:
+    train_minilm_bbc(tmp, seed=seed, progress=progress)
+    _relax_permissions(tmp)
+
+
 def _relax_permissions(folder: Path) -> None:
-    """mkdtemp (and safetensors) create owner-only modes; give the folder the usual umask modes."""
+    """safetensors creates owner-only modes; give the folder the usual umask modes."""
     umask = os.umask(0)
     os.umask(umask)
     folder.chmod(0o777 & ~umask)
