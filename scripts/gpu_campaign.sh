@@ -32,7 +32,7 @@
 #                  transformers fp16 / LLM.int8 / NF4, then vLLM GPTQ) on MODEL, prompt 512 + 256 new
 #                  tokens, vLLM at batch $HEADLINE_VLLM_BATCHES, transformers at $HEADLINE_TF_BATCHES,
 #                  into $RESULTS/headline/MODEL, one backend at a time (resume=true); a backend whose
-#                  record there is already ok is skipped without starting Python; the others start only
+#                  record there is already ok is skipped without starting a run; the others start only
 #                  while the call has HEADLINE_NEEDS_S (vLLM) / HEADLINE_TF_NEEDS_S (transformers) left;
 #                  backends after ':' replace $HEADLINE_BACKENDS for that model; needs vllm-setup
 # Env: WH (chunk folders, default /tmp/wh), RESULTS (default /tmp/qb/results/h200: outside the
@@ -121,12 +121,14 @@ workload.warmup=1 workload.repeats=2 weights=synthetic timeout_s=540 resume=true
 CLAIM4_SWEEP="workload=generate workload.prompt_tokens=128 workload.new_tokens=32 workload.batch_sizes=[1,16] \
 workload.warmup=1 workload.repeats=3 weights=synthetic resume=true"
 
+# Seconds this call has left for work, 20 s kept back to pack the results.
+left_s() { echo $((CALL_BUDGET_S - SECONDS - 20)); }
 # The smaller of $1 seconds and what this call has left (never below 30: a sweep needs that to start).
-budget() { local left=$((CALL_BUDGET_S - SECONDS - 20)); [ "$left" -lt "$1" ] || left=$1; [ "$left" -gt 30 ] || left=30; echo "$left"; }
+budget() { local left; left=$(left_s); [ "$left" -lt "$1" ] || left=$1; [ "$left" -gt 30 ] || left=30; echo "$left"; }
 # Whether this call has $1 seconds left for cell $2; if not, say that phase $3 must run again, and end
 # the call with 3 (unfinished), so that no device time goes to a cell the call would cut half-way.
 has_time() {
-  local left=$((CALL_BUDGET_S - SECONDS - 20))
+  local left; left=$(left_s)
   [ "$left" -ge "$1" ] && return 0
   say "$2: not started, ${left}s left of this call (needs ${1}s): run $3 again"
   rc=3; return 1

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.contract import build_once, builder_lock, cache_path, installed_versions, invalidate
-from backends.contract.artefacts import MANIFEST, damage, write_manifest
+from backends.contract.artefacts import MANIFEST, write_manifest
 from runners.quality.evaldata import BBC_LABELS, bbc_label_ids, bbc_split, classification_metrics
 
 log = logging.getLogger(__name__)
@@ -94,10 +94,7 @@ def ensure_minilm_bbc(seed: int = 0, force: bool = False, progress: bool = True)
             invalidate(out)
     else:
         _adopt_pre_manifest(out)
-    if damage(out) is not None:
-        encoder_dir()  # fail fast with the install hint
-        log.info("minilm-bbc: training the BBC News head once (a few minutes on CPU); cached at %s", out)
-        build_once(out, lambda tmp: _train_into(tmp, seed, progress))
+    build_once(out, lambda tmp: _train_into(tmp, out, seed, progress))
     return out
 
 
@@ -111,7 +108,9 @@ def _adopt_pre_manifest(out: Path) -> None:
             write_manifest(out)
 
 
-def _train_into(tmp: Path, seed: int, progress: bool) -> None:
+def _train_into(tmp: Path, out: Path, seed: int, progress: bool) -> None:
+    encoder_dir()  # fail fast with the install hint
+    log.info("minilm-bbc: training the BBC News head once (a few minutes on CPU); cached at %s", out)
     train_minilm_bbc(tmp, seed=seed, progress=progress)
     _relax_permissions(tmp)
 
