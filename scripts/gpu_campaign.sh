@@ -19,7 +19,7 @@
 #   tf-setup       install bitsandbytes + hydra from $WH into $SITE_TF (no vLLM needed)
 #   ort-setup      install onnxruntime-gpu (wheel set ort_gpu) + bitsandbytes + hydra from $WH into
 #                  ${SITE_PREFIX}_ort and ${SITE_PREFIX}_core, then list ONNX Runtime's providers
-#   ort            issue 22: transformers fp16 beside ort_fp32/fp16/int8/int4 on the CUDA provider,
+#   ort            issue 22: $ORT_BACKENDS (transformers fp16, then ONNX Runtime on the CUDA provider),
 #                  ModernBERT-base classify and Qwen2.5-0.5B generate (node placement per provider
 #                  in each record); needs ort-setup
 #   claim1|claim3  the transformers/bitsandbytes sweeps of results/README.md (claim 1: fp16/LLM.int8/NF4
@@ -42,7 +42,7 @@
 #      the repository root), CALL_BUDGET_S (580), FIDELITY_NEEDS_S (200), CLAIM4_MODELS,
 #      CLAIM4_BACKENDS (fp16,bnb_int8,bnb_nf4), CLAIM4_NEEDS_S (120), HEADLINE_BACKENDS,
 #      HEADLINE_NEEDS_S (200), HEADLINE_TF_NEEDS_S (150), HEADLINE_VLLM_BATCHES ([1,16,64]),
-#      HEADLINE_TF_BATCHES ([1,16]).
+#      HEADLINE_TF_BATCHES ([1,16]), ORT_BACKENDS (fp16,ort_fp32,ort_fp16,ort_int8,ort_int4,ort_int4_fp16).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -106,6 +106,9 @@ FIDELITY_NEEDS_S=${FIDELITY_NEEDS_S:-200}
 CLAIM4_MODELS=${CLAIM4_MODELS:-llama-3.1-8b qwen2.5-0.5b qwen2.5-1.5b qwen2.5-7b qwen2.5-14b}
 CLAIM4_BACKENDS=${CLAIM4_BACKENDS:-fp16,bnb_int8,bnb_nf4}
 CLAIM4_NEEDS_S=${CLAIM4_NEEDS_S:-120}
+# Issue 22: transformers fp16 first (the tables' baseline), then ONNX Runtime's graphs; int4 twice, on
+# the float32 graph and on the float16 one (the CUDA provider's fp16-activation path).
+ORT_BACKENDS=${ORT_BACKENDS:-fp16,ort_fp32,ort_fp16,ort_int8,ort_int4,ort_int4_fp16}
 # Issue 19. Order = what a cut campaign keeps first: the vLLM stacks and the bitsandbytes rows they are
 # compared with; GPTQ last, as on Hopper it runs the same 4-bit Machete kernel as AWQ (claim 2's rows).
 HEADLINE_BACKENDS=${HEADLINE_BACKENDS:-vllm_fp16 awq fp8 fp16 bnb_int8 bnb_nf4 gptq}
@@ -204,16 +207,19 @@ phase() {
       say "install onnxruntime-gpu + bitsandbytes + hydra from $WH"
       PYTHON=$PY SITE_PREFIX=$SITE_PREFIX bash "$WH/01/install.sh" "$WH" ort core || return 1
       use_ort || return 2
-      "$PY" -c "import importlib, onnxruntime as ort; importlib.import_module('torch'); \
-print('onnxruntime', ort.__version__, ort.__file__, ort.get_available_providers())"
+      # A CUDA provider that is compiled in but cannot load its libraries fails here, not in every run.
+      "$PY" -c "from backends.onnxruntime.engine import cuda_provider_fails; import onnxruntime as ort; \
+why = cuda_provider_fails(); print('onnxruntime', ort.__version__, ort.get_device(), ort.__file__, \
+ort.get_available_providers(), 'CUDA session:', why or 'starts'); raise SystemExit(1 if why else 0)"
       ;;
     ort)
       use_ort || return 2
-      local ort_backends=fp16,ort_fp32,ort_fp16,ort_int8,ort_int4
-      sweep ort_classify "$(budget 300)" backend=$ort_backends model=modernbert-base workload=classify \
+      # The classifier sweep is capped so that the generate sweep starts in the same call; each resumes
+      # (resume=true) in a later `ort` call, the ONNX exports cached on the machine.
+      sweep ort_classify "$(budget 300)" "backend=$ORT_BACKENDS" model=modernbert-base workload=classify \
         workload.seq_len=128 workload.batch_sizes=[1,16] weights=synthetic resume=true
       # shellcheck disable=SC2086  # SHORT_GEN is a list of overrides
-      sweep ort_generate "$(budget 300)" backend=$ort_backends model=qwen2.5-0.5b $SHORT_GEN \
+      sweep ort_generate "$(budget "$CALL_BUDGET_S")" "backend=$ORT_BACKENDS" model=qwen2.5-0.5b $SHORT_GEN \
         workload.new_tokens=64 workload.batch_sizes=[1,16] weights=synthetic resume=true
       ;;
     claim1)

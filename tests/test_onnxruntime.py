@@ -144,7 +144,10 @@ def test_backend_yamls_build(path):
     run = RunConfig.from_dict({"backend": backend, "model": {"name": "t", "task": "causal_lm", "architecture": LLAMA},
                                "workload": {"kind": "generate", "batch_sizes": [1]}, "device": "cpu"}, path.stem)
     assert run.backend.engine == "onnxruntime" and isinstance(run.backend.options, Options)
-    assert run.backend.options.precision == path.stem.removeprefix("ort_")
+    # ort_<precision>[_<graph dtype>]: the name says what the options build.
+    precision, _, dtype = path.stem.removeprefix("ort_").partition("_")
+    assert run.backend.options.precision == precision
+    assert run.backend.options.graph_dtype == {"": run.backend.options.graph_dtype, "fp16": "float16"}[dtype]
 
 
 def test_validate_rejects_cuda_provider_on_cpu():
@@ -165,6 +168,11 @@ def test_check_reports_missing_packages_and_cuda(monkeypatch):
     if CUDA_EP not in ort.get_available_providers():
         failure = make_engine(device="cuda").check()
         assert failure.status == "unsupported_hardware" and CUDA_EP in failure.reason
+        # Compiled in but not starting (libraries missing): found before any export, not after.
+        monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA_EP, CPU_EP])
+        failure = make_engine(device="cuda").check()
+        assert failure.status == "unsupported_hardware" and "could not start" in failure.reason
+        assert "fell back to CPUExecutionProvider" in failure.reason
 
 
 # -- export and run ------------------------------------------------------------------------------
@@ -172,6 +180,8 @@ def test_fp32_generate_matches_transformers_and_places_nodes():
     engine = loaded()
     info = engine.describe()
     assert info["providers"] == [CPU_EP] and info["providers_requested"] == [CPU_EP]
+    assert set(info["provider_options"]) == {CPU_EP}  # what each provider in the session runs with
+    assert info["onnxruntime_build"] == "CPU" and Path(info["onnxruntime_module"], "__init__.py").is_file()
     assert info["node_placement"] == {CPU_EP: info["nodes_total"]} and info["nodes_total"] > 10
     assert info["placement"] == f"CPU {info['nodes_total']}/{info['nodes_total']} nodes"
     stats = engine.artefact_stats()
@@ -259,7 +269,7 @@ def backend_yaml(name: str) -> tuple[dict, Expectation]:
 
 
 @pytest.mark.parametrize("backend, kind, bits", [("ort_fp32", "MatMul", 32), ("ort_int8", "MatMulInteger", 8.008),
-                                                 ("ort_int4", "MatMulNBits", 5)])
+                                                 ("ort_int4", "MatMulNBits", 5), ("ort_int4_fp16", "MatMulNBits", 4.5)])
 def test_census_proves_each_yaml_expectation(backend, kind, bits):
     options, expect = backend_yaml(backend)
     engine = loaded(options)
@@ -304,6 +314,29 @@ def test_classifier_head_stays_float_in_int8():
     assert len(census.unquantized) == 1 and census.unquantized[0].startswith("output head")
     assert any("by design" in n for n in census.notes)
 
+
+
+def gemm_graph(trans_b: int, with_shape: bool):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((3, 4), dtype=np.float32), "head.weight")
+    node = helper.make_node("Gemm", ["x", "head.weight"], ["logits"], name="head", transB=trans_b)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])], [w])
+    if with_shape:  # what the dynamo exporter writes for every initializer
+        graph.value_info.append(helper.make_tensor_value_info("head.weight", TensorProto.FLOAT, [3, 4]))
+    return onnx.helper.make_model(graph)
+
+
+def test_transposed_gemm_weight_shapes_are_found():
+    # ORT 1.30's quantize_dynamic transposes these weights in place and then fails shape inference on
+    # the stale entry (a ModernBERT head on the H200 host); the int8 rewrite drops exactly these.
+    from backends.onnxruntime.quantize import transposed_gemm_shapes
+
+    assert transposed_gemm_shapes(gemm_graph(1, True)) == ["head.weight"]
+    assert transposed_gemm_shapes(gemm_graph(0, True)) == []  # not transposed: the entry stays valid
+    assert transposed_gemm_shapes(gemm_graph(1, False)) == []
 
 # -- allow_pickle -----------------------------------------------------------------------------------
 def test_pickle_checkpoint_needs_allow_pickle(tmp_path):

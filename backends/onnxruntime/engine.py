@@ -19,7 +19,7 @@ from backends.contract import ConfigError, Engine, LogProbs, RunFailure, WeightC
 from backends.contract import build_once, content_key, folder_identity
 from backends.onnxruntime.census import FLOAT_OPS, QUANTIZED_OPS, file_census
 from backends.onnxruntime.export import MODEL_FILE, export_model, refuse_pickle
-from backends.onnxruntime.options import CUDA_EP, Options, resolve_providers
+from backends.onnxruntime.options import CPU_EP, CUDA_EP, Options, resolve_providers
 from backends.onnxruntime.placement import node_placement, placement_text, session_ops
 from backends.onnxruntime.progress import Heartbeat, quiet_libraries
 from backends.onnxruntime.quantize import REWRITE_FORMAT, REWRITES
@@ -85,6 +85,28 @@ def artifact_mib(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / MIB
 
 
+def cuda_provider_fails() -> str | None:
+    """Why ONNX Runtime's CUDA provider does not start a session here, or None when it does: ORT
+    falls back to CPU with a log line only. One Identity node, so it costs the CUDA context alone."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    # torch loads the CUDA/cuDNN libraries that an onnxruntime-gpu installed with --target cannot find.
+    importlib.import_module("torch")
+    tensor = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("x", "y")]
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
+                                                tensor[:1], tensor[1:]),
+                              opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(model.SerializeToString(), so, providers=[CUDA_EP, CPU_EP])
+    except Exception as exc:  # noqa: BLE001 - any failure to start is the answer
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    actual = session.get_providers()
+    return None if CUDA_EP in actual else f"the session fell back to {', '.join(actual)}"
+
+
 class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
     extra = "ort"
@@ -126,6 +148,13 @@ class OnnxRuntimeEngine(Engine):
                                   f"onnxruntime {ort.__version__} here has no {CUDA_EP} "
                                   f"({', '.join(ort.get_available_providers())}): "
                                   f"pip install 'quantbench[{GPU_EXTRA}]' (onnxruntime-gpu)")
+            # Compiled in is not started: a provider whose CUDA libraries do not load is found here,
+            # before minutes of export, rather than by the session that load() opens.
+            why = cuda_provider_fails()
+            if why:
+                return RunFailure("unsupported_hardware",
+                                  f"onnxruntime {ort.__version__} could not start {CUDA_EP} ({why}); "
+                                  "check the CUDA/cuDNN libraries onnxruntime-gpu needs")
         return None
 
     # -- preparation: export and quantize once, not timed as load ---------------------------------
@@ -237,7 +266,9 @@ class OnnxRuntimeEngine(Engine):
 
     def _check_providers(self) -> None:
         actual = self.session.get_providers()
-        self.info.update(providers_requested=list(self.providers), providers=actual)
+        # The options each provider really runs with (device_id, use_tf32, the arena's strategy, ...).
+        options = {p: dict(o) for p, o in self.session.get_provider_options().items()}
+        self.info.update(providers_requested=list(self.providers), providers=actual, provider_options=options)
         missing = [p for p in self.providers if p not in actual]
         if missing:
             # ORT falls back to CPU with a log line only; a "CUDA" number measured on CPU is a lie.
@@ -316,7 +347,10 @@ class OnnxRuntimeEngine(Engine):
         import onnxruntime as ort
 
         info: dict[str, Any] = {
-            "engine": self.name, "onnxruntime": ort.__version__, "exporter": "torch.onnx.export(dynamo=True)",
+            "engine": self.name, "onnxruntime": ort.__version__,
+            # Which build was imported: onnxruntime-gpu installed beside a CPU onnxruntime has the same version.
+            "onnxruntime_build": ort.get_device(), "onnxruntime_module": os.path.dirname(ort.__file__),
+            "exporter": "torch.onnx.export(dynamo=True)",
             "versions": library_versions(), "precision": self.options.precision,
             "dtype": self.options.graph_dtype, "opset": self.options.opset,
             "quantization": self.options.quantization(), "threads": self.options.threads,
