@@ -19,7 +19,7 @@
 #   tf-setup       install bitsandbytes + hydra from $WH into $SITE_TF (no vLLM needed)
 #   ort-setup      install onnxruntime-gpu (wheel set ort_gpu) + bitsandbytes + hydra from $WH into
 #                  ${SITE_PREFIX}_ort and ${SITE_PREFIX}_core, then list ONNX Runtime's providers
-#   ort            issue 22: $ORT_BACKENDS (transformers fp16, then ONNX Runtime on the CUDA provider),
+#   ort [classify|generate]  issue 22 (default both): $ORT_BACKENDS (transformers fp16, then ONNX Runtime on the CUDA provider),
 #                  ModernBERT-base classify and Qwen2.5-0.5B generate (node placement per provider
 #                  in each record); needs ort-setup
 #   claim1|claim3  the transformers/bitsandbytes sweeps of results/README.md (claim 1: fp16/LLM.int8/NF4
@@ -214,13 +214,14 @@ ort.get_available_providers(), 'CUDA session:', why or 'starts'); raise SystemEx
       ;;
     ort)
       use_ort || return 2
+      local which=${2:-all}
       # The classifier sweep is capped so that the generate sweep starts in the same call; each resumes
       # (resume=true) in a later `ort` call, the ONNX exports cached on the machine.
-      sweep ort_classify "$(budget 300)" "backend=$ORT_BACKENDS" model=modernbert-base workload=classify \
-        workload.seq_len=128 workload.batch_sizes=[1,16] weights=synthetic resume=true
+      [ "$which" = generate ] || sweep ort_classify "$(budget 300)" "backend=$ORT_BACKENDS" model=modernbert-base \
+        workload=classify workload.seq_len=128 workload.batch_sizes=[1,16] weights=synthetic resume=true
       # shellcheck disable=SC2086  # SHORT_GEN is a list of overrides
-      sweep ort_generate "$(budget "$CALL_BUDGET_S")" "backend=$ORT_BACKENDS" model=qwen2.5-0.5b $SHORT_GEN \
-        workload.new_tokens=64 workload.batch_sizes=[1,16] weights=synthetic resume=true
+      [ "$which" = classify ] || sweep ort_generate "$(budget "$CALL_BUDGET_S")" "backend=$ORT_BACKENDS" \
+        model=qwen2.5-0.5b $SHORT_GEN workload.new_tokens=64 workload.batch_sizes=[1,16] weights=synthetic resume=true
       ;;
     claim1)
       use_tf || return 2
@@ -287,6 +288,7 @@ while [ $# -gt 0 ]; do
   arg=""
   case $p in
     chunk|h200|headline) arg=${1:-}; [ $# -gt 0 ] && shift ;;
+    ort) if [[ ${1:-} =~ ^(all|classify|generate)$ ]]; then arg=$1; shift; fi ;;
     fidelity) if [[ ${1:-} =~ ^(all|vllm_fp16|vllm_bf16|awq|awq_marlin|awq_gemm|gptq|fp8)$ ]]; then arg=$1; shift; fi ;;
   esac
   phase "$p" $arg || rc=$?

@@ -104,3 +104,10 @@ def test_a_bare_machine_is_named_once_not_met_by_every_run_failing(tmp_path):
     [line] = [x for x in proc.stderr.splitlines() if "no " in x and "importable" in x]
     assert "gone_vllm" in line and "run the setup phase first" in line
     assert "sweep" not in proc.stderr and not list((tmp_path / "results").rglob("record.json"))
+
+
+def test_ort_phase_runs_only_the_sweep_it_is_given(tmp_path):
+    # A later call re-runs one table (issue 22 re-measured generate after a fix) without the other.
+    proc = _campaign(tmp_path, "ort", "generate", ORT_BACKENDS="nosuch_backend")
+    assert "sweep ort_generate" in proc.stderr and "sweep ort_classify" not in proc.stderr
+    assert "backend=nosuch_backend" in proc.stderr

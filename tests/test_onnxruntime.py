@@ -182,6 +182,7 @@ def test_fp32_generate_matches_transformers_and_places_nodes():
     assert info["providers"] == [CPU_EP] and info["providers_requested"] == [CPU_EP]
     assert set(info["provider_options"]) == {CPU_EP}  # what each provider in the session runs with
     assert info["onnxruntime_build"] == "CPU" and Path(info["onnxruntime_module"], "__init__.py").is_file()
+    assert info["greedy_pick"].startswith(f"ArgMax in a second session on {CPU_EP}")
     assert info["node_placement"] == {CPU_EP: info["nodes_total"]} and info["nodes_total"] > 10
     assert info["placement"] == f"CPU {info['nodes_total']}/{info['nodes_total']} nodes"
     stats = engine.artefact_stats()
@@ -217,6 +218,7 @@ def test_score_matches_transformers():
 @pytest.mark.parametrize("precision, op", [("int8", "MatMulInteger"), ("int4", "MatMulNBits")])
 def test_quantized_generate_and_cache_reuse(precision, op):
     options = {"precision": precision}
+    loaded()  # the fp32 export the rewrite starts from (made here if no earlier test on this worker made it)
     first = loaded(options)
     info = first.describe()
     stats = first.artefact_stats()
@@ -315,6 +317,29 @@ def test_classifier_head_stays_float_in_int8():
     assert any("by design" in n for n in census.notes)
 
 
+
+
+@pytest.mark.parametrize("dtype, onnx_type", [(np.float16, "tensor(float16)"), (np.float32, "tensor(float)")])
+def test_greedy_pick_graph_is_argmax(dtype, onnx_type):
+    import onnxruntime as ort
+
+    from backends.onnxruntime.engine import argmax_model
+
+    logits = np.random.default_rng(0).standard_normal((3, 2, 50)).astype(dtype)
+    session = ort.InferenceSession(argmax_model(onnx_type), providers=[CPU_EP])
+    (picked,) = session.run(None, {"logits": logits})
+    assert picked.dtype == np.int64 and picked.shape == (3, 2)
+    assert (picked == logits.astype(np.float32).argmax(-1)).all()
+
+
+def test_fp16_graph_generates_its_own_greedy_tokens():
+    # The pick runs in its own session: its tokens must be the argmax of the decoder's own logits.
+    engine = loaded({"precision": "fp16"})
+    prompt = [3, 14, 15, 92, 65]
+    tokens = engine.generate([prompt], 4, StepTimer(HostClock()))[0]
+    for step in range(4):
+        seq = prompt + tokens[:step]
+        assert int(engine.score(seq).values[-1].argmax()) == tokens[step]
 
 def gemm_graph(trans_b: int, with_shape: bool):
     import onnx
