@@ -223,13 +223,16 @@ class OnnxRuntimeEngine(Engine):
         if CUDA_EP in self.providers:
             # torch loads the CUDA/cuDNN libraries that an onnxruntime-gpu installed with --target cannot find.
             importlib.import_module("torch")
-        placement = self._open(self.artifact)
+        placement, greedy = self._open(self.artifact)
         self._check_providers()
-        if "past.0.key" in self._io:
-            self._greedy = self._session(argmax_model(self.session.get_outputs()[0].type))
+        if self._greedy is not None:
             self._check_providers(self._greedy, "the greedy ArgMax session")
-            self.info["greedy_pick"] = (f"ArgMax in a second session on {self._greedy.get_providers()[0]}, "
-                                        "on the logits where the decoder left them; token ids copied to the host")
+            # Where the pick really ran (a provider can take the session and still leave a node to CPU).
+            self.info["greedy_pick"] = ("ArgMax in a second session on the logits where the decoder left them, "
+                                        "token ids copied to the host: "
+                                        + placement_text(greedy["node_placement"], greedy["nodes_total"],
+                                                         greedy["data_node_placement"]))
+            self.info["greedy_node_placement"] = greedy["ops_by_provider"]
         self.info.update(placement)
         self.info["placement"] = placement_text(placement["node_placement"], placement["nodes_total"],
                                                 placement["data_node_placement"])
@@ -259,8 +262,9 @@ class OnnxRuntimeEngine(Engine):
         cuda = {"use_tf32": "1" if self.options.tf32 else "0"}
         return [(p, cuda) if p == CUDA_EP else p for p in self.providers]
 
-    def _open(self, path: Path) -> dict[str, Any]:
-        """Create the session; return where its nodes ran (node_placement's dict)."""
+    def _open(self, path: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Create the session (and a decoder's greedy session); return where their nodes ran
+        (node_placement's dicts; None for a graph without a greedy pick)."""
         import onnxruntime as ort
 
         with tempfile.TemporaryDirectory(prefix="qb_ort_") as tmp:
@@ -269,29 +273,27 @@ class OnnxRuntimeEngine(Engine):
             self._io = {i.name: i for i in session.get_inputs()}
             self._outputs = [o.name for o in session.get_outputs()]
             self._device = "cuda" if CUDA_EP in session.get_providers() else "cpu"
+            if "past.0.key" in self._io:
+                greedy_dir = os.path.join(tmp, "greedy")
+                os.makedirs(greedy_dir)
+                self._greedy = ort.InferenceSession(argmax_model(session.get_outputs()[0].type),
+                                                    self._session_options(greedy_dir),
+                                                    providers=self._provider_specs())
             self._probe()
-            profile_file = session.end_profiling()
-            events = json.loads(Path(profile_file).read_text()) if profile_file else []
-        return node_placement(events)
+            placements = [node_placement(json.loads(Path(f).read_text()) if f else [])
+                          for f in (s.end_profiling() for s in (session, self._greedy) if s is not None)]
+        return placements[0], (placements[1] if len(placements) > 1 else None)
 
     def _probe(self) -> None:
-        """One tiny forward, so that the profile lists every node with the provider that ran it."""
+        """One tiny forward (and pick), so that the profiles list every node with the provider that ran it."""
         import numpy as np
 
         ids = np.array([[1, 2]], dtype=np.int64)
         if "past.0.key" in self._io:
-            self._forward(ids, np.ones_like(ids), np.array([[0, 1]]), np.array([1]), self._empty_past(1))
+            logits, _ = self._forward(ids, np.ones_like(ids), np.array([[0, 1]]), np.array([1]), self._empty_past(1))
+            self._pick(logits)
         else:
             self.session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
-
-    def _session(self, model: bytes) -> Any:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        if self.options.threads:
-            so.intra_op_num_threads = self.options.threads
-        return ort.InferenceSession(model, so, providers=self._provider_specs())
 
     def _check_providers(self, session: Any = None, what: str = "session") -> None:
         session = session or self.session
