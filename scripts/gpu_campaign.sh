@@ -9,6 +9,9 @@
 #   probe          GPU, driver, python/torch/transformers versions (seconds)
 #   chunk NN       copy the carried wheelhouse chunk .wheelhouse/chunks/NN to $WH/NN (a call's `carry`
 #                  replaces that path on the device, so each chunk is copied out before the next call)
+#   carry NN       the same for a folder chunk .wheelhouse/carry/NN (scripts/carry.py pack: quantized
+#                  checkpoints, converted models) into $CARRY/NN
+#   unpack         check and unpack the carried folders into $CARRY_DEST (scripts/carry.py unpack)
 #   vllm-setup     install the vLLM wheel set from $WH into ${SITE_PREFIX}_vllm, then import it
 #   h200 BACKEND   Qwen2.5-32B on one vLLM backend (any vLLM backend YAML: vllm_fp16, awq, gptq, fp8, ...), prompt 512, 256 new tokens,
 #                  batch sizes 1/16/64/256, warm-up 1, repeats 2, into the FIXED sweep folder
@@ -35,7 +38,7 @@
 #                  record there is already ok is skipped without starting a run; the others start only
 #                  while the call has HEADLINE_NEEDS_S (vLLM) / HEADLINE_TF_NEEDS_S (transformers) left;
 #                  backends after ':' replace $HEADLINE_BACKENDS for that model; needs vllm-setup
-# Env: WH (chunk folders, default /tmp/wh), RESULTS (default /tmp/qb/results/h200: outside the
+# Env: WH (chunk folders, default /tmp/wh), CARRY (/tmp/carry), CARRY_DEST (/tmp/carried), RESULTS (default /tmp/qb/results/h200: outside the
 #      repository copy, which each call lays anew), QUANTBENCH_CACHE (default /tmp/qbcache),
 #      COMMITTED (default results/<basename of RESULTS>: ok records there are not run again),
 #      OUT (if set, results/<name> is packed into $OUT/results.tgz after every phase: unpack it in
@@ -47,6 +50,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 WH=${WH:-/tmp/wh}
+CARRY=${CARRY:-/tmp/carry}
+CARRY_DEST=${CARRY_DEST:-/tmp/carried}
 RESULTS=${RESULTS:-/tmp/qb/results/h200}
 COMMITTED=${COMMITTED:-results/$(basename "$RESULTS")}
 SITE_PREFIX=${SITE_PREFIX:-/tmp/site}
@@ -158,11 +163,17 @@ phase() {
 'transformers', transformers.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
       df -h /tmp | tail -1
       ;;
-    chunk)
-      local nn=${2:?chunk needs its number, e.g. chunk 01}
-      [ -d ".wheelhouse/chunks/$nn" ] || { echo "no .wheelhouse/chunks/$nn here: carry it" >&2; return 2; }
-      mkdir -p "$WH" && rm -rf "${WH:?}/$nn" && cp -r ".wheelhouse/chunks/$nn" "$WH/" && du -sh "$WH/$nn"
-      ls "$WH"
+    chunk|carry)
+      # chunk: a wheel-set chunk (scripts/wheelhouse.py); carry: a folder chunk (scripts/carry.py pack).
+      local nn=${2:?$1 needs its number, e.g. $1 01} src=.wheelhouse/chunks dest=$WH
+      [ "$1" = chunk ] || { src=.wheelhouse/carry; dest=$CARRY; }
+      [ -d "$src/$nn" ] || { echo "no $src/$nn here: carry it" >&2; return 2; }
+      mkdir -p "$dest" && rm -rf "${dest:?}/$nn" && cp -r "$src/$nn" "$dest/" && du -sh "$dest/$nn"
+      ls "$dest"
+      ;;
+    unpack)
+      # The carried folders (each checked by sha256) into $CARRY_DEST/<folder>.
+      "$PY" scripts/carry.py unpack "$CARRY" "$CARRY_DEST" || return 1
       ;;
     vllm-setup)
       say "install the vLLM wheel set from $WH"
@@ -268,7 +279,7 @@ ort.get_available_providers(), 'CUDA session:', why or 'starts'); raise SystemEx
         pack  # a call cut after this backend still returns it
       done
       ;;
-    *) echo "unknown phase '$1'; phases: probe chunk vllm-setup h200 fidelity tf-setup ort-setup ort claim1 claim3 claim4 headline" >&2
+    *) echo "unknown phase '$1'; phases: probe chunk carry unpack vllm-setup h200 fidelity tf-setup ort-setup ort claim1 claim3 claim4 headline" >&2
        return 2 ;;
   esac
 }
@@ -287,7 +298,7 @@ while [ $# -gt 0 ]; do
   p=$1; shift
   arg=""
   case $p in
-    chunk|h200|headline) arg=${1:-}; [ $# -gt 0 ] && shift ;;
+    chunk|carry|h200|headline) arg=${1:-}; [ $# -gt 0 ] && shift ;;
     ort) if [[ ${1:-} =~ ^(all|classify|generate)$ ]]; then arg=$1; shift; fi ;;
     fidelity) if [[ ${1:-} =~ ^(all|vllm_fp16|vllm_bf16|awq|awq_marlin|awq_gemm|gptq|fp8)$ ]]; then arg=$1; shift; fi ;;
   esac

@@ -29,8 +29,8 @@ def test_unknown_phase_names_every_phase(tmp_path):
     proc = _campaign(tmp_path, "nosuch")
     assert proc.returncode == 2
     assert "unknown phase 'nosuch'" in proc.stderr
-    for phase in ("probe", "chunk", "vllm-setup", "h200", "tf-setup", "ort-setup", "ort", "claim1", "claim3",
-                  "claim4", "headline"):
+    for phase in ("probe", "chunk", "carry", "unpack", "vllm-setup", "h200", "tf-setup", "ort-setup", "ort",
+                  "claim1", "claim3", "claim4", "headline"):
         assert phase in proc.stderr.split("phases:")[1]
 
 
