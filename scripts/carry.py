@@ -2,8 +2,8 @@
 """Carry folders (quantized checkpoints, converted models) to an offline GPU host in transfer-sized
 chunks, as scripts/wheelhouse.py carries wheels.
 
-  python scripts/carry.py pack NAME DIR [DIR ...] --chunk-size 45M [--out .wheelhouse/carry]
-      one uncompressed tar of the folders (each under its own base name), cut into parts:
+  python scripts/carry.py pack NAME [AS=]DIR [...] --chunk-size 45M [--out .wheelhouse/carry]
+      one uncompressed tar of the folders (each under AS, or its own base name), cut into parts:
       OUT/NN/NAME.tar.partKK, one part per chunk folder, and OUT/01/NAME.carry.json (sizes, sha256s)
   python scripts/carry.py unpack BASE DEST
       on the host, after every OUT/NN folder was copied into BASE: checks each part (naming the chunk
@@ -28,12 +28,23 @@ from wheelhouse import sha256_file, split_file  # noqa: E402
 MANIFEST = ".carry.json"
 
 
-def pack(name: str, folders: list[Path], chunk_size: int, out: Path) -> list[Path]:
-    """Write the chunk folders; return them in order. The manifest sits in the first."""
+def parse_folder(text: str) -> tuple[str, Path]:
+    """`DIR` or `NAME=DIR`: the folder and the name it unpacks under (default: its own base name)."""
+    name, eq, path = text.partition("=")
+    folder = Path(path if eq else text)
+    return (name if eq else folder.name), folder
+
+
+def pack(name: str, folders: list[Path] | list[tuple[str, Path]], chunk_size: int, out: Path) -> list[Path]:
+    """Write the chunk folders; return them in order. The manifest sits in the first. `folders`:
+    paths, or (name on the host, path) pairs."""
     if not SAFE_NAME.match(name):
         raise UsageError(f"name {name!r}: use letters, digits, '.', '_' and '-'")
-    bases = [f.name for f in folders]
-    for f in folders:
+    named = [f if isinstance(f, tuple) else (f.name, f) for f in folders]
+    bases = [b for b, _ in named]
+    for base, f in named:
+        if not SAFE_NAME.match(base):
+            raise UsageError(f"folder name {base!r}: use letters, digits, '.', '_' and '-'")
         if not f.is_dir():
             raise UsageError(f"{f}: not a folder")
     if len(set(bases)) != len(bases):
@@ -52,8 +63,8 @@ def pack(name: str, folders: list[Path], chunk_size: int, out: Path) -> list[Pat
     with tempfile.TemporaryDirectory(prefix="qb_carry_") as tmp:
         archive = Path(tmp) / f"{name}.tar"
         with tarfile.open(archive, "w") as tar:
-            for f in folders:
-                tar.add(f, arcname=f.name)
+            for base, f in named:
+                tar.add(f, arcname=base)
         parts = split_file(archive, part_size, Path(tmp) / "parts")
         manifest = {"name": name, "folders": bases, "tar_bytes": archive.stat().st_size,
                     "tar_sha256": sha256_file(archive),
@@ -103,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     pk = sub.add_parser("pack", help="folders -> chunk folders")
     pk.add_argument("name")
-    pk.add_argument("folders", nargs="+", type=Path)
+    pk.add_argument("folders", nargs="+", type=parse_folder, metavar="[NAME=]DIR",
+                    help="a folder, unpacked under its base name or under NAME")
     pk.add_argument("--chunk-size", required=True, help="largest chunk folder, e.g. 45M")
     pk.add_argument("--out", type=Path, default=Path(".wheelhouse/carry"))
     up = sub.add_parser("unpack", help="chunk folders -> folders (on the host)")

@@ -97,3 +97,15 @@ def test_campaign_unpack_phase_reads_the_carried_chunks(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert digests(tmp_path / "carried" / "gptq") == digests(folders[0])
     assert str(tmp_path / "carried" / "fp8") in proc.stdout
+
+
+def test_a_folder_can_unpack_under_the_name_the_host_looks_for(tmp_path):
+    # Cache folders are content keys; the host's campaign finds checkpoints by backend key.
+    folders = make_folders(tmp_path)
+    pairs = [carry.parse_folder(f"ct_gptq_w4a16={folders[0]}"), carry.parse_folder(str(folders[1]))]
+    assert pairs == [("ct_gptq_w4a16", folders[0]), ("fp8", folders[1])]
+    copy_chunks(carry.pack("ckpt", pairs, CHUNK, tmp_path / "out"), tmp_path / "base")
+    got = carry.unpack(tmp_path / "base", tmp_path / "dest")
+    assert [g.name for g in got] == ["ct_gptq_w4a16", "fp8"] and digests(got[0]) == digests(folders[0])
+    with pytest.raises(carry.UsageError, match="folder name"):
+        carry.pack("ckpt", [("../up", folders[0])], CHUNK, tmp_path / "out2")
