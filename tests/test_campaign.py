@@ -29,7 +29,7 @@ def test_unknown_phase_names_every_phase(tmp_path):
     proc = _campaign(tmp_path, "nosuch")
     assert proc.returncode == 2
     assert "unknown phase 'nosuch'" in proc.stderr
-    for phase in ("probe", "chunk", "carry", "unpack", "vllm-setup", "h200", "tf-setup", "ort-setup", "ort",
+    for phase in ("probe", "chunk", "carry", "unpack", "vllm-setup", "h200", "tf-setup", "ort-setup", "ort", "ct-vllm",
                   "claim1", "claim3", "claim4", "headline"):
         assert phase in proc.stderr.split("phases:")[1]
 
@@ -111,3 +111,25 @@ def test_ort_phase_runs_only_the_sweep_it_is_given(tmp_path):
     proc = _campaign(tmp_path, "ort", "generate", ORT_BACKENDS="nosuch_backend")
     assert "sweep ort_generate" in proc.stderr and "sweep ort_classify" not in proc.stderr
     assert "backend=nosuch_backend" in proc.stderr
+
+
+def test_ct_vllm_points_each_carried_checkpoint_at_its_backend_key(tmp_path):
+    (tmp_path / "site_realdata").mkdir()
+    carried = tmp_path / "carried"
+    proc = _campaign(tmp_path, "ct-vllm", CARRY_DEST=str(carried))
+    assert proc.returncode == 2 and "no checkpoint folder under" in proc.stderr
+    (carried / "ct_gptq_w4a16").mkdir(parents=True)
+    (carried / "ct_gptq_w4a16" / "config.json").write_text("{}")
+    (carried / "notes").mkdir()  # not a checkpoint (no config.json): not passed on
+    proc = _campaign(tmp_path, "ct-vllm", CARRY_DEST=str(carried), CT_BACKENDS="nosuch_backend")
+    assert f"+model.checkpoints.ct_gptq_w4a16={carried / 'ct_gptq_w4a16'}" in proc.stderr
+    assert "model.checkpoints.notes" not in proc.stderr and "backend=nosuch_backend" in proc.stderr
+
+
+@pytest.mark.parametrize("sets, targets", [("[vllm]=x", "vllm"), ("[vllm]=x [realdata]=y", "vllm realdata")])
+def test_vllm_setup_installs_realdata_when_the_wheel_set_has_it(tmp_path, sets, targets):
+    wh = tmp_path / "wh" / "01"
+    wh.mkdir(parents=True)
+    (wh / "install.sh").write_text(f'# declare -A TARGET_SETS=({sets})\necho "install targets: ${{*:2}}"\n')
+    proc = _campaign(tmp_path, "vllm-setup", WH=str(tmp_path / "wh"))
+    assert f"install targets: {targets}\n" in proc.stdout
