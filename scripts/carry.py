@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -60,7 +61,9 @@ def pack(name: str, folders: list[Path] | list[tuple[str, Path]], chunk_size: in
                          f"into one set, or use another --out")
     for stale in out.glob(f"*/{name}.*"):
         stale.unlink()
-    with tempfile.TemporaryDirectory(prefix="qb_carry_") as tmp:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Beside OUT, so that the parts move into place instead of being copied across filesystems.
+    with tempfile.TemporaryDirectory(prefix=".qb_carry_", dir=out.parent) as tmp:
         archive = Path(tmp) / f"{name}.tar"
         with tarfile.open(archive, "w") as tar:
             for base, f in named:
@@ -73,7 +76,7 @@ def pack(name: str, folders: list[Path] | list[tuple[str, Path]], chunk_size: in
         for i, part in enumerate(parts, 1):
             chunk = out / chunk_name(i, len(parts))
             chunk.mkdir(parents=True, exist_ok=True)
-            part.replace(chunk / part.name)
+            shutil.move(part, chunk / part.name)
             chunks.append(chunk)
         (chunks[0] / f"{name}{MANIFEST}").write_text(json.dumps(manifest, indent=1) + "\n")
     for left in out.glob("*"):  # chunk folders of an earlier, longer pack of this set
