@@ -49,7 +49,7 @@ def pack(name: str, folders: list[Path] | list[tuple[str, Path]], chunk_size: in
         if not f.is_dir():
             raise UsageError(f"{f}: not a folder")
     if len(set(bases)) != len(bases):
-        raise UsageError(f"two folders share a base name ({', '.join(bases)}): they would unpack onto each other")
+        raise UsageError(f"two folders share a name ({', '.join(bases)}): they would unpack onto each other")
     # Room for the manifest beside the first part (it is a few hundred bytes).
     part_size = chunk_size - 64 * 1024
     if part_size <= 0:
@@ -95,12 +95,15 @@ def unpack(base: Path, dest: Path) -> list[Path]:
         manifest = json.loads(path.read_text())
         found = {p.name: p for p in base.glob(f"*/{manifest['name']}.tar{PART_SUFFIX}*")}
         bad = []
-        for part, digest in manifest["parts"].items():
+        for i, (part, digest) in enumerate(manifest["parts"].items(), 1):  # part i sits in chunk folder i
             if part not in found or sha256_file(found[part]) != digest:
-                bad.append(f"{part} ({'missing' if part not in found else 'damaged'})")
+                bad.append(f"{chunk_name(i, len(manifest['parts']))} ({part} "
+                           f"{'missing' if part not in found else 'damaged'})")
         if bad:
-            raise UsageError(f"{manifest['name']}: send again the chunk folders of {', '.join(bad)}")
+            raise UsageError(f"{manifest['name']}: send chunk folder {', '.join(bad)} again")
         dest.mkdir(parents=True, exist_ok=True)
+        for folder in manifest["folders"]:  # an earlier unpack's files must not outlive this one
+            shutil.rmtree(dest / folder, ignore_errors=True)
         archive = join_parts([found[p] for p in manifest["parts"]], dest / f".{manifest['name']}.tar",
                              manifest["tar_sha256"])
         try:

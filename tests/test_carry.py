@@ -50,6 +50,8 @@ def test_round_trip_is_byte_identical_and_each_chunk_fits(tmp_path):
     assert all(sum(f.stat().st_size for f in c.iterdir()) <= CHUNK for c in chunks)
     assert (chunks[0] / "ckpt.carry.json").is_file()
     copy_chunks(chunks, tmp_path / "base")
+    (tmp_path / "dest" / "gptq").mkdir(parents=True)
+    (tmp_path / "dest" / "gptq" / "stale.bin").write_bytes(b"from an earlier unpack")
     got = carry.unpack(tmp_path / "base", tmp_path / "dest")
     assert got == [tmp_path / "dest" / "gptq", tmp_path / "dest" / "fp8"]
     for src, dst in zip(folders, got):
@@ -66,7 +68,7 @@ def test_a_bad_part_is_named_and_nothing_is_unpacked(tmp_path, harm, word):
         part.write_bytes(b"x" + part.read_bytes()[1:])
     else:
         part.unlink()
-    with pytest.raises(carry.UsageError, match=rf"send again the chunk folders of ckpt\.tar\.part02 \({word}\)"):
+    with pytest.raises(carry.UsageError, match=rf"send chunk folder 03 \(ckpt\.tar\.part02 {word}\) again"):
         carry.unpack(tmp_path / "base", tmp_path / "dest")
     assert not (tmp_path / "dest").exists()
 
@@ -74,7 +76,7 @@ def test_a_bad_part_is_named_and_nothing_is_unpacked(tmp_path, harm, word):
 def test_pack_refuses_what_would_collide(tmp_path):
     folders = make_folders(tmp_path)
     (tmp_path / "other" / "gptq").mkdir(parents=True)
-    with pytest.raises(carry.UsageError, match="share a base name"):
+    with pytest.raises(carry.UsageError, match="share a name"):
         carry.pack("ckpt", [folders[0], tmp_path / "other" / "gptq"], CHUNK, tmp_path / "out")
     carry.pack("ckpt", folders, CHUNK, tmp_path / "out")
     # A second set numbered from 01 would overfill the same chunk folders.
