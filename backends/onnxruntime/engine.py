@@ -107,6 +107,12 @@ def cuda_provider_fails() -> str | None:
     return None if CUDA_EP in actual else f"the session fell back to {', '.join(actual)}"
 
 
+def profiled_placement(session: Any) -> dict[str, Any]:
+    """End a session's profiling; where its nodes ran (node_placement's dict)."""
+    profile_file = session.end_profiling()
+    return node_placement(json.loads(Path(profile_file).read_text()) if profile_file else [])
+
+
 def argmax_model(logits_type: str) -> bytes:
     """Greedy decoding's pick as a graph of its own: ArgMax over the vocabulary of the last logits,
     run where the logits are (the device), so only the token ids cross to the host. numpy's argmax
@@ -224,7 +230,10 @@ class OnnxRuntimeEngine(Engine):
             # torch loads the CUDA/cuDNN libraries that an onnxruntime-gpu installed with --target cannot find.
             importlib.import_module("torch")
         placement, greedy = self._open(self.artifact)
-        self._check_providers()
+        # The options each provider really runs with (device_id, use_tf32, the arena's strategy, ...).
+        self.info.update(providers_requested=list(self.providers), providers=self.session.get_providers(),
+                         provider_options={p: dict(o) for p, o in self.session.get_provider_options().items()})
+        self._check_providers(self.session, "session")
         if self._greedy is not None:
             self._check_providers(self._greedy, "the greedy ArgMax session")
             # Where the pick really ran (a provider can take the session and still leave a node to CPU).
@@ -280,9 +289,8 @@ class OnnxRuntimeEngine(Engine):
                                                     self._session_options(greedy_dir),
                                                     providers=self._provider_specs())
             self._probe()
-            placements = [node_placement(json.loads(Path(f).read_text()) if f else [])
-                          for f in (s.end_profiling() for s in (session, self._greedy) if s is not None)]
-        return placements[0], (placements[1] if len(placements) > 1 else None)
+            greedy = profiled_placement(self._greedy) if self._greedy is not None else None
+            return profiled_placement(session), greedy
 
     def _probe(self) -> None:
         """One tiny forward (and pick), so that the profiles list every node with the provider that ran it."""
@@ -295,13 +303,8 @@ class OnnxRuntimeEngine(Engine):
         else:
             self.session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})
 
-    def _check_providers(self, session: Any = None, what: str = "session") -> None:
-        session = session or self.session
+    def _check_providers(self, session: Any, what: str) -> None:
         actual = session.get_providers()
-        if session is self.session:
-            # The options each provider really runs with (device_id, use_tf32, the arena's strategy, ...).
-            options = {p: dict(o) for p, o in session.get_provider_options().items()}
-            self.info.update(providers_requested=list(self.providers), providers=actual, provider_options=options)
         missing = [p for p in self.providers if p not in actual]
         if missing:
             # ORT falls back to CPU with a log line only; a "CUDA" number measured on CPU is a lie.
