@@ -1,21 +1,28 @@
 """Engine registry: `backends/<engine>.py` modules and `backends/<engine>/` packages, found by name.
 
 Adding an engine is adding a module that sets `ENGINE = <Engine subclass>`; nothing else lists it.
-An engine kept outside this folder is named by its dotted module path (`engine: my_pkg.my_engine`).
+A module of this folder that sets no `ENGINE` (the contract, `compress`: helpers several engines
+share) is not an engine. An engine kept outside this folder is named by its dotted module path
+(`engine: my_pkg.my_engine`). Engine modules import nothing heavy at top level, so discovering them
+costs milliseconds.
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
 
-from backends.contract import ConfigError
+from backends.contract import ConfigError, Engine
 
-_NOT_ENGINES = {"contract"}
+
+def _is_engine(name: str) -> bool:
+    module = importlib.import_module(f"{__name__}.{name}")
+    cls = getattr(module, "ENGINE", None)
+    return isinstance(cls, type) and issubclass(cls, Engine)
 
 
 def engine_names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__)
-                  if m.name not in _NOT_ENGINES and not m.name.startswith("_"))
+                  if not m.name.startswith("_") and m.name != "contract" and _is_engine(m.name))
 
 
 def engine_class(name: str) -> type:
@@ -29,6 +36,11 @@ def engine_class(name: str) -> type:
     if name not in names:
         raise ConfigError(f"backend.engine: unknown engine {name!r}; valid engines: {', '.join(names)}")
     return importlib.import_module(f"{__name__}.{name}").ENGINE
+
+
+def engine_metrics() -> list:
+    """The metrics every bundled engine declares (backends.contract.Metric), engines in name order."""
+    return [m for name in engine_names() for m in engine_class(name).metrics]
 
 
 def engine_packages() -> tuple[str, ...]:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from backends.compress import Recipe
-from backends.contract import (ConfigError, CudaClock, Engine, HostClock, LogProbs, RunFailure, WeightCensus,
-                               installed_versions)
+from backends.contract import (CHECKPOINT_MIB, QUANTIZE_S, WEIGHTS_MIB, ConfigError, CudaClock, Engine, HostClock,
+                               LogProbs, RunFailure, WeightCensus, installed_versions)
 
 DType = Literal["float32", "float16", "bfloat16"]
 MIB = 2**20
@@ -48,6 +48,7 @@ class TransformersEngine(Engine):
     extra = "bnb"
     packages = ("torch", "transformers", "accelerate", "safetensors", "bitsandbytes")
     Options = Options
+    metrics = (QUANTIZE_S, CHECKPOINT_MIB, WEIGHTS_MIB)
 
     def __init__(self, options: Options, ctx):
         super().__init__(options, ctx)
@@ -89,7 +90,7 @@ class TransformersEngine(Engine):
         return getattr(torch, name or self.options.dtype)
 
     def skip_modules(self) -> list[str]:
-        return list(self.options.llm_int8_skip_modules or OUTPUT_HEADS[self.ctx.files.task])
+        return list(self.options.llm_int8_skip_modules or OUTPUT_HEADS[self.ctx.run.task])
 
     def quantization_config(self):
         o = self.options
@@ -119,15 +120,15 @@ class TransformersEngine(Engine):
         import torch
         from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-        files, spec = self.ctx.files, self.ctx.run.model
-        auto = AutoModelForCausalLM if files.task == "causal_lm" else AutoModelForSequenceClassification
+        files, spec, task = self.ctx.files, self.ctx.run.model, self.ctx.run.task
+        auto = AutoModelForCausalLM if task == "causal_lm" else AutoModelForSequenceClassification
         kwargs: dict[str, Any] = dict(
             dtype=self._torch_dtype(None), attn_implementation=self.options.attn_implementation,
             trust_remote_code=spec.trust_remote_code, use_safetensors=not spec.allow_pickle,
             device_map=self.ctx.device,
         )
-        if files.task == "sequence_classification":
-            kwargs["num_labels"] = self.ctx.num_labels
+        if task == "sequence_classification":
+            kwargs["num_labels"] = spec.num_labels
         qc = self.quantization_config()
         if qc is not None:
             kwargs["quantization_config"] = qc
@@ -213,7 +214,6 @@ class TransformersEngine(Engine):
             b = self.checkpoint
             info.update(build_facts(b, self.options.compress))
             info.update(checkpoint_mib=b.stats.get("checkpoint_mib"), calibration_tokens=b.info.get("calibration_tokens"),
-                        cache_hit=b.stats.get("cache_hit"),
                         compute=("checkpoint decompressed on load to float weights on the quantization grid; "
                                  "the matmuls run in " + self.options.dtype + (
                                      ", activations quantized to FP8 per token on the fly (emulated)"

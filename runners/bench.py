@@ -19,13 +19,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from backends.contract import ConfigError, content_key
+from runners.launch.gpus import visible_gpus
+from runners.launch.job import reject, run_job
 from runners.plan.cli import CliError, check, split_argv
 from runners.plan.planner import plan_run
 from runners.plan.search import ConfigSearch, shipped_conf
-from runners.record.schema import RunRecord
-from runners.record.store import RECORD_NAME, find_records, write_record
-from runners.sweep import (EXIT_USAGE, SWEEP_ID_ENV, WRITE_ERROR_ENV, close_sweep,
-                           latest_same_command)
+from runners.record.store import find_records
+from runners.sweep import EXIT_USAGE, JobOutcome, latest_same_command, read_sweep_file
 
 # A job's folder is named after its own overrides, not its position in the sweep: adding a backend in
 # front of a list must not move the other cells into each other's folders.
@@ -41,8 +41,6 @@ def job_dir_name(override_dirname: str) -> str:
 
 def gpu_count() -> int:
     """How many GPUs this host shows (for `hydra/launcher=gpus`: one job per GPU); at least 1."""
-    from runners.launch.gpus import visible_gpus
-
     return max(1, len(visible_gpus()))
 
 
@@ -54,81 +52,63 @@ def _hc_choice(group: str) -> str:
     return HydraConfig.get().runtime.choices.get(group, "?")
 
 
-def _invalid(cfg: DictConfig, exc: ConfigError, order: int) -> RunRecord:
-    name = _hc_choice("backend")
-    return RunRecord(run_id=content_key(name, str(exc)), backend=name, engine="?", model=_hc_choice("model"),
-                     workload=_hc_choice("workload"), weights=str(cfg.get("weights")), device=str(cfg.get("device")),
-                     status="invalid_config", reason=str(exc), order=order,
-                     sweep_id=os.environ.get(SWEEP_ID_ENV))
-
-
 def _sweep_root(hc) -> Path:
     from hydra.types import RunMode
 
     return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else Path(hc.runtime.output_dir)
 
 
-def _unwritable(exc: OSError, where: Path) -> None:
-    """One line per sweep for a full disk or a read-only folder; the sweep's end reports it too."""
+def _unwritable(exc: OSError, where: Path) -> str:
     message = f"cannot write results under {where}: {exc.strerror or exc}"
-    if not os.environ.get(WRITE_ERROR_ENV):
-        print(f"error: {message}; the records that finished are kept", file=sys.stderr)
-    os.environ[WRITE_ERROR_ENV] = message
+    print(f"error: {message}; the records that finished are kept", file=sys.stderr)
+    return message
 
 
-def execute_job(cfg: DictConfig) -> RunRecord:
-    from runners.launch.job import run_job
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EFBIG, errno.EPERM)
 
+
+def execute_job(cfg: DictConfig) -> JobOutcome:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     order = hc.job.num if hc.job.get("num") is not None else 0
+    root = _sweep_root(hc)
+    sweep_id = read_sweep_file(root).get("sweep_id")  # the sweep's own file: any launcher, any process
     search = ConfigSearch.from_hydra(hc.runtime.config_sources)
     try:
-        plan = plan_run(OmegaConf.to_container(cfg, resolve=True), _hc_choice("backend"), search, order,
-                        os.environ.get(SWEEP_ID_ENV))
+        plan = plan_run(OmegaConf.to_container(cfg, resolve=True), _hc_choice("backend"), search, order, sweep_id)
     except ConfigError as exc:
         # In a sweep, a bad cell becomes a row that says why; the other cells still run.
-        rec = _invalid(cfg, exc, order)
         print(f"error: {exc}", file=sys.stderr)
         try:
-            write_record(out_dir / RECORD_NAME, rec)
+            rec = reject(out_dir, backend=_hc_choice("backend"), model=_hc_choice("model"),
+                         workload=_hc_choice("workload"), weights=str(cfg.get("weights")), device=str(cfg.get("device")),
+                         error=str(exc), order=order, sweep_id=sweep_id)
         except OSError as err:
-            _unwritable(err, out_dir)
-        return rec
+            return JobOutcome("invalid_config", _unwritable(err, out_dir))
+        return JobOutcome(rec.status)
     run = plan.run
-    if run.resume:
-        done = next((r for r in find_records(_sweep_root(hc)) if r.run_id == plan.run_id and r.status == "ok"), None)
+    if plan.settings.resume:
+        done = next((r for r in find_records(root) if r.run_id == plan.run_id and r.status == "ok"), None)
         if done is not None:
             print(f"[quantbench] resume: {run.backend.name} x {run.model.name} x {run.workload.kind} already done "
                   f"({plan.run_id}), skipped", file=sys.stderr)
-            return done
+            return JobOutcome(done.status)
     print(f"[quantbench] {run.backend.name} ({run.backend.engine}) x {run.model.name} ({run.weights} weights) x "
           f"{run.workload.kind} batch sizes {run.workload.batch_sizes} on {plan.device} -> {out_dir}", file=sys.stderr)
     try:
         rec = run_job(plan, out_dir)
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EFBIG, errno.EPERM):
+        if exc.errno not in _WRITE_ERRNOS:
             raise
-        _unwritable(exc, out_dir)
-        return RunRecord(run_id=plan.run_id, backend=run.backend.name, engine=run.backend.engine, model=run.model.name,
-                         workload=run.workload.kind, weights=run.weights, device=plan.device, status="crash",
-                         reason=f"results could not be written: {exc.strerror or exc}")
+        return JobOutcome("crash", _unwritable(exc, out_dir))
     print(f"[quantbench] {run.backend.name}: {rec.status}{' - ' + rec.reason.splitlines()[0][:300] if rec.reason else ''}",
           file=sys.stderr)
-    return rec
+    return JobOutcome(rec.status)
 
 
 @hydra.main(version_base="1.3", config_path=str(shipped_conf()), config_name="config")
-def _hydra_main(cfg: DictConfig) -> RunRecord:
-    rec = execute_job(cfg)
-    hc = HydraConfig.get()
-    from hydra.types import RunMode
-
-    if hc.mode == RunMode.RUN:
-        code = close_sweep(Path(hc.runtime.output_dir), cfg.report.baseline, bool(cfg.report.html), [rec.status])
-        if code:
-            sys.exit(code)
-    return rec  # the sweep's end reads each job's status from it
+def _hydra_main(cfg: DictConfig) -> JobOutcome:
+    return execute_job(cfg)  # the sweep (runners.sweep.SweepCallback) reads each cell's outcome from it
 
 
 _INFO_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",

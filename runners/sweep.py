@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,11 @@ from hydra.experimental.callback import Callback
 
 from runners.plan.cli import normalised
 from runners.record.store import find_records
+from runners.report.outputs import markdown_for, write_outputs
 
 SWEEP_FILE = "sweep.json"
 LOCK_FILE = ".quantbench.lock"
 EXIT_OK, EXIT_NOT_OK, EXIT_USAGE, EXIT_LOCKED, EXIT_UNWRITABLE = 0, 1, 2, 3, 4
-# Set by a job whose results could not be written, read by the sweep's end (same process).
-WRITE_ERROR_ENV = "QUANTBENCH_WRITE_ERROR"
-SWEEP_ID_ENV = "QUANTBENCH_SWEEP_ID"
 
 
 def exit_code(statuses: list[str]) -> int:
@@ -44,6 +43,14 @@ def swept_backends(task_overrides: list[str]) -> list[str]:
         if key == "backend":
             return [v.strip() for v in value.split(",") if v.strip()]
     return []
+
+
+@dataclass
+class JobOutcome:
+    """What one cell hands back to its sweep (in memory: Hydra gives it to the sweep's callback)."""
+
+    status: str
+    unwritable: str | None = None  # why the cell's results could not be written (full disk, read-only)
 
 
 class DirLock:
@@ -75,9 +82,10 @@ class DirLock:
             self.fd = None
 
 
-def write_sweep_file(folder: Path, sweep_id: str, overrides: list[str]) -> None:
+def write_sweep_file(folder: Path, sweep_id: str, overrides: list[str], report: dict[str, Any] | None = None) -> None:
     """A folder continued by later commands (resume, one backend per call) keeps the first command's
-    backend order, adds the new ones after it, and remembers every command that wrote into it."""
+    backend order, adds the new ones after it, and remembers every command that wrote into it. `report`:
+    the sweep's report settings (baseline, require, ...), which the table reads."""
     old = read_sweep_file(folder)
     command = normalised(overrides)
     commands = [c for c in old.get("commands", [old["command"]] if "command" in old else []) if c != command]
@@ -85,7 +93,8 @@ def write_sweep_file(folder: Path, sweep_id: str, overrides: list[str]) -> None:
     data = {"sweep_id": sweep_id, "pid": os.getpid(), "started_at": dt.datetime.now().isoformat(timespec="seconds"),
             "command": command, "commands": [*commands, command], "backends": backends,
             "first_started_at": old.get("first_started_at") or old.get("started_at")
-            or dt.datetime.now().isoformat(timespec="seconds")}
+            or dt.datetime.now().isoformat(timespec="seconds"),
+            "report": report if report is not None else old.get("report", {})}
     (folder / SWEEP_FILE).write_text(json.dumps(data, indent=1))
 
 
@@ -104,28 +113,53 @@ def latest_same_command(root: Path, overrides: list[str]) -> Path | None:
     return max(found)[1] if found else None
 
 
-class SweepCallback(Callback):
-    """Hydra callback: lock at the start, one cross-backend table and an honest exit code at the end."""
+class Sweep:
+    """One sweep in its folder, a single run being a sweep of one cell: the folder's lock, `sweep.json`
+    (which also tells each cell its sweep's id, in any process), the cells' outcomes, the closing table
+    and the exit code. Its state lives in its folder and in this object, never in the environment."""
 
-    def __init__(self) -> None:
-        self.lock: DirLock | None = None
-        self.statuses: list[str] = []
-
-    def _start(self, folder: Path, overrides: list[str]) -> None:
+    def __init__(self, folder: Path):
+        self.folder = folder
         self.lock = DirLock(folder)
+        self.outcomes: list[JobOutcome] = []
+
+    def start(self, overrides: list[str], report: dict[str, Any] | None = None) -> None:
         holder = self.lock.acquire()
         if holder is not None:
-            print(f"error: {folder} is in use by another quantbench sweep ({holder}); wait for it, or give "
+            print(f"error: {self.folder} is in use by another quantbench sweep ({holder}); wait for it, or give "
                   f"this one its own folder with hydra.sweep.dir=... (or hydra.run.dir=...)", file=sys.stderr)
             raise SystemExit(EXIT_LOCKED)
-        sweep_id = uuid.uuid4().hex[:12]
-        os.environ[SWEEP_ID_ENV] = sweep_id
-        os.environ.pop(WRITE_ERROR_ENV, None)
         try:
-            write_sweep_file(folder, sweep_id, overrides)
+            write_sweep_file(self.folder, uuid.uuid4().hex[:12], overrides, report)
         except OSError as exc:
-            print(f"error: cannot write to {folder}: {exc.strerror or exc}", file=sys.stderr)
+            self.lock.release()
+            print(f"error: cannot write to {self.folder}: {exc.strerror or exc}", file=sys.stderr)
             raise SystemExit(EXIT_UNWRITABLE) from None
+
+    def job_ended(self, job_return: Any) -> None:
+        value = getattr(job_return, "_return_value", None)
+        self.outcomes.append(value if isinstance(value, JobOutcome) else JobOutcome("crash"))
+
+    def close(self, baseline: str | None, html: bool) -> int:
+        """Write the sweep's table and report, release the folder; the sweep's exit code."""
+        try:
+            return close_sweep(self.folder, baseline, html, self.outcomes)
+        finally:
+            self.lock.release()
+
+
+def _report_settings(config: Any) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    report = config.get("report")
+    return OmegaConf.to_container(report, resolve=True) if report is not None else {}
+
+
+class SweepCallback(Callback):
+    """Hydra callback: a `Sweep` for a multirun and for a single run alike."""
+
+    def __init__(self) -> None:
+        self.sweep: Sweep | None = None
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
         launcher = str(config.hydra.launcher.get("_target_", ""))
@@ -134,42 +168,41 @@ class SweepCallback(Callback):
             print(f"warning: hydra/launcher=joblib with n_jobs={n_jobs} runs cells at the same time on this "
                   "machine's device: their timings skew each other (on a 2-core CPU fp32 measured 382 vs 482 tok/s "
                   "serial). Use hydra.launcher.n_jobs=1 for numbers you will compare.", file=sys.stderr)
-        self._start(Path(config.hydra.sweep.dir), list(config.hydra.overrides.task))
+        self.sweep = Sweep(Path(config.hydra.sweep.dir))
+        self.sweep.start(list(config.hydra.overrides.task), _report_settings(config))
 
     def on_run_start(self, config: Any, **kwargs: Any) -> None:
-        self._start(Path(config.hydra.run.dir), list(config.hydra.overrides.task))
+        self.sweep = Sweep(Path(config.hydra.run.dir))
+        self.sweep.start(list(config.hydra.overrides.task), _report_settings(config))
 
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
-        status = getattr(getattr(job_return, "_return_value", None), "status", None)
-        self.statuses.append(status or "crash")
+        if self.sweep is not None:  # a parallel launcher's cells end in other processes: their records tell
+            self.sweep.job_ended(job_return)
 
-    def on_run_end(self, config: Any, **kwargs: Any) -> None:
-        if self.lock:
-            self.lock.release()
-
-    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        root = Path(config.hydra.sweep.dir)
-        try:
-            code = close_sweep(root, config.get("report", {}).get("baseline"), bool(config.get("report", {}).get("html", True)),
-                               self.statuses)
-        finally:
-            if self.lock:
-                self.lock.release()
-        if code != EXIT_OK:
+    def _close(self, config: Any, job_failed: bool = False) -> None:
+        if self.sweep is None:
+            return
+        report = config.get("report", {}) or {}
+        code = self.sweep.close(report.get("baseline"), bool(report.get("html", True)))
+        # A single run whose job raised: Hydra reports that exception (and exits 1) after this callback.
+        if code != EXIT_OK and not job_failed:
             raise SystemExit(code)
 
+    def on_run_end(self, config: Any, **kwargs: Any) -> None:
+        job_return = kwargs.get("job_return")
+        self._close(config, job_failed=getattr(getattr(job_return, "status", None), "name", "") == "FAILED")
 
-def close_sweep(root: Path, baseline: str | None, html: bool, statuses: list[str]) -> int:
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        self._close(config)
+
+
+def close_sweep(root: Path, baseline: str | None, html: bool, outcomes: list[JobOutcome]) -> int:
     """Write the sweep's table and report; return the sweep's exit code."""
-    from runners.report.outputs import write_outputs
-
     records = find_records(root)
-    write_error = os.environ.get(WRITE_ERROR_ENV)
+    write_error = next((o.unwritable for o in outcomes if o.unwritable), None)
     try:
         written = write_outputs(root, baseline, html, records=records)
     except OSError as exc:
-        from runners.report.outputs import markdown_for
-
         print(markdown_for(root, records, baseline))
         if not write_error:
             print(f"error: cannot write the tables under {root}: {exc.strerror or exc}; the records that finished "
@@ -179,4 +212,5 @@ def close_sweep(root: Path, baseline: str | None, html: bool, statuses: list[str
     print("\n".join(f"{label}: {path}" for label, path in written.files()))
     if write_error:
         return EXIT_UNWRITABLE
+    statuses = [o.status for o in outcomes]
     return max(exit_code([r.status for r in records]), exit_code(statuses) if statuses else EXIT_OK)

@@ -45,7 +45,7 @@ def test_smollm2_sweep_fp32_bnb_int8_ort_int8(tmp_path):
         assert float(r["output_tokens_per_s"]) > 0 and float(r["tpot_ms"]) > 0 and float(r["ttft_ms"]) > 0
         assert float(r["peak_rss_mib"]) > 100
     recs = {r.backend: r for r in find_records(tmp_path)}
-    fp32, int8, ort8 = (recs[b].quality for b in ("fp32", "bnb_int8", "ort_int8"))
+    fp32, int8, ort8 = (recs[b].quality.flat() for b in ("fp32", "bnb_int8", "ort_int8"))
     # The reference row compares with itself; the quantized rows really differ, by a little.
     assert fp32["kl_mean_nats"] == 0 and fp32["kl_p99_nats"] == 0 and fp32["top1_agreement_pct"] == 100
     assert fp32["identical_generations_pct"] == 100

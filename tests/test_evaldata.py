@@ -6,8 +6,8 @@ from collections import Counter
 
 import pytest
 
-from runners.quality import evaldata
-from runners.quality.evaldata import (
+from runners import evaldata
+from runners.evaldata import (
     BBC_LABELS,
     EVAL_TEXT_CHOICES,
     bbc_label_ids,
@@ -92,7 +92,7 @@ def test_module_does_not_import_torch():
     # a fresh interpreter importing evaldata must not pull in torch
     import subprocess
 
-    code = "import sys, runners.quality.evaldata; print('torch' in sys.modules)"
+    code = "import sys, runners.evaldata; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

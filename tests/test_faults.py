@@ -22,7 +22,7 @@ def test_faulty_sweep_keeps_every_row(tmp_path):
     oom = recs["fault_oom_above_batch"]
     assert oom.status == "partial"
     assert [(p.batch_size, p.status) for p in oom.points] == [(1, "ok"), (2, "oom")]
-    assert oom.points[0].metrics["ttft_ms"]["median"] > 0  # the batch size that fit keeps its numbers
+    assert oom.points[0].metrics["ttft_ms"].median > 0  # the batch size that fit keeps its numbers
     assert recs["fault_missing"].status == "missing_dependency"
     assert "pip install 'quantbench[dev]'" in recs["fault_missing"].reason
     assert recs["fault_unsupported"].status == "unsupported_hardware"
@@ -31,7 +31,7 @@ def test_faulty_sweep_keeps_every_row(tmp_path):
     assert "SIGSEGV" in recs["fault_segfault"].reason
     assert recs["fault_segfault"].log_tail
     assert recs["fault_hang"].status == "timeout"
-    assert recs["fp32"].status == "ok" and all(p.metrics["tpot_ms"]["median"] > 0 for p in recs["fp32"].points)
+    assert recs["fp32"].status == "ok" and all(p.metrics["tpot_ms"].median > 0 for p in recs["fp32"].points)
     table = (tmp_path / "table.md").read_text()
     assert "missing_dependency" in table and "timeout" in table and "crash" in table
     assert "| Status | ok | oom: " in table  # batch 2: the OOM is that cell's status, batch 1 kept its numbers
@@ -44,7 +44,7 @@ def test_crash_after_first_batch_keeps_first(tmp_path):
     assert rec.status == "crash"
     # The killed batch size is a cell that says so; the finished one keeps its numbers.
     assert [(p.batch_size, p.status) for p in rec.points] == [(1, "ok"), (4, "crash")]
-    assert rec.points[0].metrics["e2e_ms"]["median"] > 0
+    assert rec.points[0].metrics["e2e_ms"].median > 0
     assert "SIGSEGV" in rec.points[1].reason and not rec.points[1].metrics
     assert "[4] not measured" in rec.reason
     table = (tmp_path / "table.md").read_text()

@@ -16,7 +16,9 @@ import yaml
 from backends.contract import ConfigError, LogProbs, RunFailure
 from backends.vllm.outputs import next_token_logprobs
 from runners.plan.config import RunConfig
+from runners.plan.planner import reference_run
 from runners.plan.search import ConfigSearch
+from runners.policy import reference_name
 from runners.quality import metrics as qm
 from runners.quality import reference as Q
 from runners.quality.measure import ReferenceStatus, measure_quality
@@ -156,11 +158,11 @@ def _run(tmp_path: Path, backend: str = "fp32", text: str = "the quick brown fox
 
 
 def _ref_path(run: RunConfig) -> Path:
-    return Q.reference_path(Q.plan_reference(run, "cpu", ConfigSearch()), "cpu")
+    return Q.reference_path(reference_run(run, "cpu", ConfigSearch()), "cpu")
 
 
 def _status(run: RunConfig, **kw) -> ReferenceStatus:
-    ref = Q.plan_reference(run, "cpu", ConfigSearch())
+    ref = reference_run(run, "cpu", ConfigSearch())
     return ReferenceStatus(ref.backend.name, str(Q.reference_path(ref, "cpu")), Q.is_self(run, ref), **kw)
 
 
@@ -185,7 +187,7 @@ def test_reference_key_follows_text_tokens_and_backend(tmp_path):
     assert _ref_path(_run(tmp_path, reference="bf16")) != base
     # The measured backend does not change its reference: every backend of a sweep shares one.
     assert _ref_path(_run(tmp_path, backend="bnb_int8")) == base
-    assert Q.reference_name(_run(tmp_path), "cuda") == "fp16"
+    assert reference_name(_run(tmp_path).quality.reference, "cuda") == "fp16"
 
 
 def test_reference_of_a_users_own_backend_yaml_is_found_on_the_search_path(tmp_path):
@@ -193,17 +195,17 @@ def test_reference_of_a_users_own_backend_yaml_is_found_on_the_search_path(tmp_p
     mine.mkdir(parents=True)
     (mine / "my_fp32.yaml").write_text("engine: transformers\ndescription: mine\noptions: {dtype: float32}\n")
     search = ConfigSearch.from_args([f"hydra.searchpath=[file://{tmp_path / 'myconf'}]"])
-    ref = Q.plan_reference(_run(tmp_path, reference="my_fp32"), "cpu", search)
+    ref = reference_run(_run(tmp_path, reference="my_fp32"), "cpu", search)
     assert ref.backend.name == "my_fp32" and ref.backend.description == "mine"
 
 
 def test_reference_backend_compares_to_itself(tmp_path):
     run = _run(tmp_path)
-    q = measure_quality(FakeEngine(), run, _status(run))
+    q = measure_quality(FakeEngine(), run, _status(run)).flat()
     assert q["kl_mean_nats"] == 0 and q["kl_p99_nats"] == 0 and q["top1_agreement_pct"] == 100
     assert q["identical_generations_pct"] == 100 and q["kl_method"] == "full"
     assert q["perplexity"] == q["reference_perplexity"] > 1 and q["reference_source"] == "self (computed now)"
-    assert measure_quality(FakeEngine(), run, _status(run))["reference_source"] == "self (cached)"
+    assert measure_quality(FakeEngine(), run, _status(run)).facts["reference_source"] == "self (cached)"
 
 
 def test_other_backend_reads_the_cached_reference(tmp_path):
@@ -212,7 +214,7 @@ def test_other_backend_reads_the_cached_reference(tmp_path):
     run = _run(tmp_path, backend="bnb_int8")
     status = _status(run)
     assert not status.is_self and Q.ready(Path(status.path))
-    q = measure_quality(FakeEngine(noise=0.5), run, status)
+    q = measure_quality(FakeEngine(noise=0.5), run, status).flat()
     assert 0 < q["kl_mean_nats"] <= q["kl_p99_nats"] <= q["kl_max_nats"] < 5
     assert 0 <= q["top1_agreement_pct"] < 100 and q["reference"] == "fp32" and q["reference_source"] == "cache"
     assert q["perplexity"] != q["reference_perplexity"]
@@ -233,27 +235,28 @@ def test_missing_reference_is_launched_once_before_the_run_and_failure_is_absent
 
     monkeypatch.setattr(job, "launch", fake_launch)
     run = _run(tmp_path, backend="bnb_int8")
-    plan = Plan(kind="run", run=run, device="cpu", run_id="r", reference=Q.plan_reference(run, "cpu", ConfigSearch()))
+    plan = Plan(kind="run", run=run, device="cpu", run_id="r", engine_run=run.engine_view("cpu"),
+                reference=reference_run(run, "cpu", ConfigSearch()))
     status = job.prepare_reference(plan, tmp_path / "out", True, sys.stderr)
     assert calls == [("reference", "fp32", "reference")] and status["reason"] == "reference fp32: oom: x"
     assert status["compute_s"] == 1.5 and not status["is_self"]
-    q = measure_quality(FakeEngine(), run, ReferenceStatus(**status))
+    q = measure_quality(FakeEngine(), run, ReferenceStatus(**status)).flat()
     assert q == {"absent": "reference fp32: oom: x", "reference": "fp32"}
 
 
 def test_absent_reasons_never_numbers(tmp_path):
-    assert measure_quality(None, _run(tmp_path, weights="synthetic"), None) == {"absent": "synthetic weights"}
-    assert measure_quality(None, _run(tmp_path, enabled=False), None) == {"absent": "quality.enabled=false"}
+    assert measure_quality(None, _run(tmp_path, weights="synthetic"), None).flat() == {"absent": "synthetic weights"}
+    assert measure_quality(None, _run(tmp_path, enabled=False), None).flat() == {"absent": "quality.enabled=false"}
     run = _run(tmp_path)
-    q = measure_quality(FakeEngine(fail=True), run, _status(run))
+    q = measure_quality(FakeEngine(fail=True), run, _status(run)).flat()
     assert set(q) == {"absent"} and "scoring exploded" in q["absent"]
     with pytest.raises(ConfigError, match="quality.reference: unknown backend 'no_such_backend'; choose auto or "):
-        Q.plan_reference(_run(tmp_path, reference="no_such_backend"), "cpu", ConfigSearch())
+        reference_run(_run(tmp_path, reference="no_such_backend"), "cpu", ConfigSearch())
     cls = RunConfig.from_dict({
         "backend": {"engine": "transformers"}, "weights": "pretrained",
         "model": {"name": "c", "task": "sequence_classification", "hub_id": "x/y", "architecture": {"model_type": "bert"}},
         "workload": {"kind": "classify", "batch_sizes": [1]}}, "fp32")
-    assert "no labelled evaluation set" in measure_quality(None, cls, None)["absent"]
+    assert "no labelled evaluation set" in measure_quality(None, cls, None).flat()["absent"]
 
 
 # -- end to end, real models on CPU ---------------------------------------------------------------
@@ -267,5 +270,5 @@ def test_minilm_bbc_classifier_accuracy(tmp_path):
           f"hydra.run.dir={tmp_path}", check=True, timeout=900)
     [rec] = find_records(tmp_path)
     assert rec.status == "ok" and rec.weights == "pretrained"
-    assert rec.quality["num_examples"] == 100
-    assert rec.quality["macro_f1_pct"] > 80 and rec.quality["accuracy_pct"] > 80
+    assert rec.quality.facts["num_examples"] == 100
+    assert rec.quality.metrics["macro_f1_pct"] > 80 and rec.quality.metrics["accuracy_pct"] > 80

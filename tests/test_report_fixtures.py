@@ -1,8 +1,12 @@
 """Hand-made records for the report tests (no tests here): what runners/launch writes, built by hand."""
 from __future__ import annotations
 
+from backends import engine_class, engine_names
+from runners.catalogue import for_run
+from runners.measure.memory import with_peak_vram
 from runners.measure.stats import Stat
-from runners.record.schema import Point, RunRecord
+from runners.record.schema import Point, Quality, RunRecord
+from runners.workload import workload as workload_kind
 
 CPU_ENV = {"device": "cpu", "cpu": "AMD EPYC 7B13", "cpu_count": 2, "torch_threads": 2, "host": "ci",
            "packages": {"torch": "2.13.0", "transformers": "5.24.0"}, "git": {"commit": "0123456789abcdef"},
@@ -14,12 +18,12 @@ GPU_ENV = {"device": "cuda", "gpu": {"gpu_name": "NVIDIA H100 80GB HBM3", "capab
            "python": "3.11.7"}
 
 
-def stat(median: float, spread: float = 0.05, n: int = 5) -> dict:
-    """A Stat dict of n samples spread evenly over median × (1 ± spread)."""
+def stat(median: float, spread: float = 0.05, n: int = 5) -> Stat:
+    """A Stat of n samples spread evenly over median × (1 ± spread)."""
     if n == 1:
-        return vars(Stat.of([median]))
+        return Stat.of([median])
     samples = [median * (1 - spread + 2 * spread * i / (n - 1)) for i in range(n)]
-    return vars(Stat.of(samples))
+    return Stat.of(samples)
 
 
 def gen_point(bs: int, tok_s: float, spread: float = 0.05, device: str = "cpu", **extra) -> Point:
@@ -55,12 +59,22 @@ def config(backend: str, new_tokens: int = 4, batch_sizes=(1, 2), workload: str 
 def record(backend: str, points: list[Point], order: int = 0, engine: str = "transformers", status: str = "ok",
            reason: str | None = None, cfg: dict | None = None, env: dict | None = None, model: str = "tiny",
            workload: str = "generate", weights: str = "synthetic", device: str = "cpu", **kw) -> RunRecord:
+    if isinstance(kw.get("quality"), dict):  # written flat, as version-2 records hold it
+        kw["quality"] = Quality.from_v2(kw["quality"])
+    if "declared" not in kw and engine in engine_names():
+        task = "causal_lm" if workload == "generate" else "sequence_classification"
+        kw["declared"] = for_run(workload_kind(workload), engine_class(engine), task).to_list()
     rec = RunRecord(run_id=f"{backend}-{order}", backend=backend, engine=engine, model=model, workload=workload,
                     weights=weights, device=device, status=status, reason=reason,
                     config=cfg if cfg is not None else config(backend), points=points,
                     env=dict(env if env is not None else CPU_ENV), order=order,
                     started_at=f"2026-01-01T00:00:{order:02d}", wall_s=10.0 + order, **kw)
     rec.env.setdefault("load_average", {"start": [0.5, 0.4, 0.3], "end": [1.2, 0.6, 0.4]})
+    for p in rec.points:  # the memory watcher adds the largest per-process VRAM reading (runners.measure.memory)
+        numbers = {k: v for k, v in p.metrics.items() if isinstance(v, (int, float))}
+        with_peak_vram(numbers, p.absent)
+        if "peak_vram_mib" in numbers:
+            p.metrics["peak_vram_mib"] = numbers["peak_vram_mib"]
     rec.summarize_status()
     return rec
 

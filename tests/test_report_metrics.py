@@ -1,64 +1,101 @@
-"""The metrics registry: complete, unique, units that parse; and the published-table style it drives."""
+"""Metric declarations: made where each metric is measured, unique, with units that parse; a record
+refuses a key nobody declared; and the published-table style the declarations drive."""
 from __future__ import annotations
-
-import ast
-import re
 
 import pytest
 
-from runners.record.schema import Point
+from backends.contract import Catalogue, Metric, MetricError
+from runners.catalogue import shipped
+from runners.record.schema import Point, RunRecord
 from runners.report import csvjson, markdown
-from runners.report.metrics import BY_KEY, INFO, METRICS, RATIO, UNITS, spread_columns, split_unit, unit_of
+from runners.report.metrics import INFO, RATIO, UNITS, spread_columns, split_unit, unit_of
 from runners.report.table import build
 
-from .conftest import ROOT
 from .test_report_fixtures import config, record, stat, twelve_cell_sweep
 
-# Where records get their metric keys (runners/launch/worker.py's record.load keys come from these too).
-# Every engine module counts: engines are plug-ins, and a new one must not add an unregistered metric.
-WRITERS = ["runners/workload/generate.py", "runners/workload/classify.py", "runners/workload/loop.py",
-           "runners/measure/memory.py", "runners/measure/roofline.py", "runners/quality/measure.py",
-           "runners/open/engine.py",
-           *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "backends").rglob("*.py"))]
-UNIT_KEY = re.compile(r"^[a-z][a-z0-9_]*(_ms|_per_s|_mib|_mj|_j|_pct|_nats)$")
-# Keys with a unit that are not metrics of a cell (facts inside engine_info, counters, timing settings).
-NOT_METRICS = {"artifact_mib"}  # ONNX Runtime's engine_info name; the record's load holds onnx_artifact_mib
+SHIPPED = shipped()
 
 
-def test_labels_and_keys_are_unique_and_every_key_has_a_unit():
-    labels = [m.label for m in METRICS]
-    assert len(set(labels)) == len(labels)
-    assert len(BY_KEY) == len(METRICS)
+def test_shipped_declarations_are_unique_and_every_key_has_a_unit():
+    labels = [m.label for m in SHIPPED]
+    assert len(set(labels)) == len(labels) == len(SHIPPED)
     assert len({i.label for i in INFO} | set(labels)) == len(INFO) + len(labels)
-    for m in METRICS:
-        assert m.unit in UNITS or m.key in ("perplexity", "reference_perplexity"), m.key
-        assert m.better in ("higher", "lower", "none") and m.group in ("speed", "memory", "efficiency", "load",
-                                                                       "quality")
+    for m in SHIPPED:
+        assert m.unit in UNITS or (m.unitless and m.key in ("perplexity", "reference_perplexity")), m.key
     assert unit_of("energy_j").symbol == "J" and unit_of("kl_mean_nats").symbol == "nats"
     assert unit_of("perplexity") is RATIO
-
-
-def test_every_metric_a_record_can_hold_is_registered():
-    found = set()
-    assert "backends/onnxruntime/engine.py" in WRITERS and "backends/vllm/engine.py" in WRITERS
-    for rel in WRITERS:
-        for node in ast.walk(ast.parse((ROOT / rel).read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and UNIT_KEY.match(node.value):
-                found.add(node.value)
-    found |= {f"load_{k}" for k in found if k.startswith("peak_")}  # runners/open/engine.py prefixes load peaks
-    assert "ttft_ms" in found and "peak_rss_mib" in found and "kl_mean_nats" in found  # the scan works
-    assert sorted(found - set(BY_KEY) - NOT_METRICS) == []
     for key in ("energy_j", "prepare_s", "load_s", "export_s", "quantize_s", "weights_mib", "kv_cache_mib",
-                "onnx_artifact_mib", "kl_max_nats", "generation_prefix_match_pct", "reference_perplexity"):
-        assert key in BY_KEY
+                "onnx_artifact_mib", "kl_max_nats", "generation_prefix_match_pct", "reference_perplexity",
+                "peak_vram_mib", "model_load_mib"):
+        assert key in SHIPPED, key
+
+
+@pytest.mark.parametrize("bad, why", [
+    (dict(key="ttft", label="TTFT"), "ends in its unit"),
+    (dict(key="ttft_ms", label="TTFT", unitless=True), "declared unitless"),
+    (dict(key="TTFT_ms", label="TTFT"), "lower-case"),
+    (dict(key="ttft_ms", label="TTFT", group="fast"), "group"),
+    (dict(key="ttft_ms", label=""), "label"),
+])
+def test_a_bad_declaration_is_refused(bad, why):
+    args = dict(better="lower", group="speed", source="repeats") | bad
+    with pytest.raises(MetricError, match=why):
+        Metric(**args)
+
+
+def test_two_meanings_of_one_key_or_one_label_for_two_keys_are_refused():
+    a = Metric("x_ms", "X, ms", "lower", "speed", "repeats")
+    assert len(Catalogue.merge([a], [a])) == 1  # the same declaration twice (engines share the contract's)
+    with pytest.raises(MetricError, match="declared twice"):
+        Catalogue.merge([a], [Metric("x_ms", "X, ms", "higher", "speed", "repeats")])
+    with pytest.raises(MetricError, match="share the label"):
+        Catalogue.merge([a], [Metric("y_ms", "X, ms", "lower", "speed", "repeats")])
+
+
+def _declared_record(**points_metrics) -> RunRecord:
+    cat = Catalogue([Metric("ttft_ms", "TTFT, ms", "lower", "speed", "repeats"),
+                     Metric("peak_rss_mib", "Peak host RSS, MiB", "lower", "memory", "point")])
+    return RunRecord("r", "fp32", "transformers", "tiny", "generate", "synthetic", "cpu",
+                     points=[Point(1, metrics=points_metrics)], declared=cat.to_list())
+
+
+def test_a_record_refuses_a_key_no_producer_declared():
+    from runners.measure.stats import Stat
+
+    ok = _declared_record(ttft_ms=Stat.of([1.0, 2.0]), peak_rss_mib=12.0)
+    assert RunRecord.from_dict(ok.to_dict()).points[0].metrics["ttft_ms"].median == 1.5
+    with pytest.raises(MetricError, match="batch 1 secret_ms"):
+        _declared_record(ttft_ms=Stat.of([1.0]), secret_ms=3.0).to_dict()
+    # Declared, but in another place: a single number where a statistic over repeats was declared.
+    with pytest.raises(MetricError, match="batch 1 ttft_ms"):
+        _declared_record(ttft_ms=4.0).to_dict()
+    bad = _declared_record(ttft_ms=Stat.of([1.0]))
+    bad.load["weights_mib"] = 1.0
+    with pytest.raises(MetricError, match="load weights_mib"):
+        bad.to_dict()
+
+
+def test_a_record_status_is_a_closed_set_on_write_and_on_read():
+    rec = _declared_record()
+    rec.status = "fine"
+    with pytest.raises(ValueError, match="not a record status"):
+        rec.to_dict()
+    rec.status = "ok"
+    data = rec.to_dict()
+    data["status"] = "great"
+    with pytest.raises(ValueError, match="not a record status"):
+        RunRecord.from_dict(data)
+    data["status"], data["schema_version"] = "ok", 99
+    with pytest.raises(ValueError, match="newer quantbench"):
+        RunRecord.from_dict(data)
 
 
 def test_split_unit_and_spread_columns():
     assert split_unit("output_tokens_per_s") == ("output_tokens", "_per_s")
     assert split_unit("decode_weight_bandwidth_gb_per_s") == ("decode_weight_bandwidth", "_gb_per_s")
     assert split_unit("energy_j") == ("energy", "_j") and split_unit("load_s") == ("load", "_s")
-    assert spread_columns(BY_KEY["output_tokens_per_s"])[:2] == ["output_tokens_p10_per_s", "output_tokens_p1_per_s"]
-    assert spread_columns(BY_KEY["ttft_ms"]) == ["ttft_p90_ms", "ttft_p99_ms", "ttft_min_ms", "ttft_max_ms",
+    assert spread_columns(SHIPPED["output_tokens_per_s"])[:2] == ["output_tokens_p10_per_s", "output_tokens_p1_per_s"]
+    assert spread_columns(SHIPPED["ttft_ms"]) == ["ttft_p90_ms", "ttft_p99_ms", "ttft_min_ms", "ttft_max_ms",
                                                  "ttft_cv_pct", "ttft_n"]
 
 
@@ -94,9 +131,9 @@ def test_baseline_override_and_failure_cell():
     assert "the baseline bnb_int8 is oom here: no relative change is shown" in md
 
 
-@pytest.mark.parametrize("key", [m.key for m in METRICS if m.source == "repeats"])
+@pytest.mark.parametrize("key", [m.key for m in SHIPPED if m.source == "repeats"])
 def test_repeated_metrics_reach_the_table(key):
-    m = BY_KEY[key]
+    m = SHIPPED[key]
     workload = "generate" if m.task == "causal_lm" else "classify"
     rec = record("fp32", [Point(1, metrics={key: stat(12.5)})], workload=workload,
                  cfg=config("fp32", workload=workload))

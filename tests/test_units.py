@@ -8,6 +8,9 @@ import time
 import numpy as np
 import pytest
 
+from backends import engine_class
+from runners.catalogue import for_run
+from runners.workload import workload
 from runners.record.schema import Point, RunRecord
 from runners.record.store import find_records, read_record, write_record
 from backends.contract import HostClock, StepTimer
@@ -52,11 +55,12 @@ def test_step_timer_external():
 
 
 def _record(backend, order, value, status="ok", bs=1):
-    stat = vars(Stat.of([value, value * 1.1, value * 0.9]))
+    stat = Stat.of([value, value * 1.1, value * 0.9])
     p = Point(batch_size=bs, status=status, metrics={"per_example_ms": stat, "peak_allocated_mib": value * 100}
               if status == "ok" else {}, reason=None if status == "ok" else "CUDA out of memory")
+    declared = for_run(workload("classify"), engine_class("transformers"), "sequence_classification").to_list()
     return RunRecord(run_id=f"{backend}-{bs}", backend=backend, engine="transformers", model="m", workload="classify",
-                     weights="synthetic", device="cuda", order=order, points=[p])
+                     weights="synthetic", device="cuda", order=order, points=[p], declared=declared)
 
 
 def test_record_roundtrip_and_atomic_write(tmp_path):
@@ -76,7 +80,7 @@ def test_find_records_newest_wins_and_skips_garbage(tmp_path):
     (tmp_path / "2" / "record.json").write_text("{half a json")
     found = find_records(tmp_path)
     assert len(found) == 1
-    assert found[0].points[0].metrics["per_example_ms"]["median"] == pytest.approx(3.0)
+    assert found[0].points[0].metrics["per_example_ms"].median == pytest.approx(3.0)
 
 
 def test_summarize_status():

@@ -27,8 +27,10 @@ CALIBRATION_SEED = 0
 @dataclass
 class CheckpointBuild:
     folder: Path
-    stats: dict[str, Any] = field(default_factory=dict)  # quantize_s (when built this run), cache_hit
+    # Declared costs (backends.contract QUANTIZE_S, CHECKPOINT_MIB): quantize_s only when built this run.
+    stats: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)  # the build's record (quantbench_build.json)
+    cache_hit: bool = False
 
 
 def build_facts(build: CheckpointBuild, recipe: Recipe) -> dict[str, Any]:
@@ -37,7 +39,8 @@ def build_facts(build: CheckpointBuild, recipe: Recipe) -> dict[str, Any]:
 
     return {"recipe": recipe.key(), "checkpoint": str(build.folder),
             "checkpoint_quantization": checkpoint_summary(build.folder), "calibration": build.info.get("calibration"),
-            "built_with": build.info.get("versions"), "quantize_s": build.info.get("quantize_s")}
+            "built_with": build.info.get("versions"), "built_quantize_s": build.info.get("quantize_s"),
+            "cache_hit": build.cache_hit}
 
 
 def versions() -> dict[str, str]:
@@ -57,7 +60,7 @@ def calibration_ids(ctx: Any, recipe: Recipe) -> tuple[list[list[int]], str]:
         vocab = int(ctx.files.hf_config().vocab_size)
         rng = np.random.default_rng(CALIBRATION_SEED)
         return rng.integers(1, vocab, size=(n, length)).tolist(), f"random token ids (seed {CALIBRATION_SEED})"
-    texts, what = ctx.files.calibration_texts()
+    texts, what = ctx.texts.calibration_texts()
     ids: list[list[int]] = []
     for text in texts:
         row = tok(text, add_special_tokens=True)["input_ids"][:length]
@@ -131,7 +134,7 @@ def checkpoint(ctx: Any, recipe: Recipe) -> CheckpointBuild:
     files = ctx.files
     source = files.folder()
     ids, calibration = calibration_ids(ctx, recipe)
-    key_parts = ["compressed-tensors", FORMAT, files.identity(), ctx.run.weights, files.task, recipe.key(),
+    key_parts = ["compressed-tensors", FORMAT, files.identity(), ctx.run.weights, ctx.run.task, recipe.key(),
                  calibration, content_key(ids), versions()]
     final = Path(cache_dir()) / "compressed" / content_key(*key_parts)
     stats: dict[str, Any] = {}
@@ -166,9 +169,7 @@ def checkpoint(ctx: Any, recipe: Recipe) -> CheckpointBuild:
         (tmp / BUILD_INFO).write_text(json.dumps(info, indent=1))
         CONSOLE.info("quantized %s (%s) in %.1f s", ctx.run.model.name, recipe.method, stats["quantize_s"])
 
-    stats["cache_hit"] = build_once(final, build)
+    hit = build_once(final, build)
     info = json.loads((final / BUILD_INFO).read_text())
     stats["checkpoint_mib"] = round(sum(f.stat().st_size for f in final.iterdir() if f.is_file()) / 2**20, 2)
-    if stats["cache_hit"]:
-        stats["built_quantize_s"] = info.get("quantize_s")
-    return CheckpointBuild(final, stats, info)
+    return CheckpointBuild(final, stats, info, cache_hit=hit)

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from backends.contract.census import WeightCensus
 from backends.contract.clocks import CudaClock, HostClock, StepTimer
 from backends.contract.errors import RunFailure
+from backends.contract.metrics import Metric
+from backends.contract.view import EngineRun, ModelFiles, Texts
 
 if TYPE_CHECKING:
     import numpy as np
@@ -52,19 +54,27 @@ class LogProbs:
 
 @dataclass
 class EngineContext:
-    """What the runner hands an engine: the resolved run and the helpers it may need.
+    """What the runner hands an engine: the run as the engine may see it, and the services it may use.
 
-    `run` is the validated run config (backend, model, workload, weights, quality: plain dataclasses);
-    `files` materialises the model's folders (pretrained or synthetic) on demand: `folder()`,
-    `config_folder(extra)`, `hf_config()`, `tokenizer_source()`, `load_tokenizer()`, `task`.
+    `run`: the typed view (backends.contract.view.EngineRun); `files`: the model's files on demand
+    (ModelFiles); `texts`: calibration text (Texts); `cache_dir`: where an engine caches what it builds
+    (through build_once); `extra`: facts the runner already knows of the host (e.g. the GPU's
+    compute capability), so an engine need not probe them twice.
     """
 
-    run: Any
-    device: str  # resolved: "cpu" or "cuda"
-    files: Any
+    run: EngineRun
+    files: ModelFiles
+    texts: Texts
     cache_dir: Path
-    num_labels: int
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> str:
+        return self.run.device
+
+    @property
+    def num_labels(self) -> int:
+        return self.run.model.num_labels
 
 
 class Engine(ABC):
@@ -81,6 +91,14 @@ class Engine(ABC):
     # The engine's typed options dataclass (the `options:` mapping of a backend YAML).
     Options: ClassVar[type]
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    # The calls this engine implements (backends.contract.view.CALLS); a run that needs another one is
+    # refused before anything loads, naming what the engine can do.
+    calls: ClassVar[frozenset[str]] = frozenset({"generate", "classify", "score"})
+    # What else it can do beside the calls, for the stages that build on it (e.g. "serve", "profile").
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    # The metrics this engine writes into a record (memory_facts, artefact_stats): declared here, next
+    # to the code that measures them; a key it writes and does not declare fails the run's record.
+    metrics: ClassVar[tuple[Metric, ...]] = ()
 
     def __init__(self, options: Any, ctx: EngineContext):
         self.options = options
@@ -88,8 +106,8 @@ class Engine(ABC):
 
     # -- checks, before anything heavy --------------------------------------------------------
     @classmethod
-    def validate(cls, run: "RunConfig") -> None:
-        """Static checks on the combination (raise ConfigError). Nothing heavy is imported here."""
+    def validate(cls, options: Any, run: EngineRun) -> None:
+        """Static checks of these options on this run (raise ConfigError). Nothing heavy is imported here."""
 
     @classmethod
     def gpus_needed(cls, options: Any) -> int:
@@ -115,8 +133,7 @@ class Engine(ABC):
         """One-off preparation, not timed as load: materialise the files `load` will read (a GGUF
         conversion, synthetic weights). Engines that need less (vLLM's dummy loading reads only a
         config) override this, so a 32B synthetic model is never written to disk for nothing."""
-        if self.ctx.run.weights == "synthetic" or self.ctx.run.model.source:
-            self.ctx.files.folder()
+        self.ctx.files.materialise()
 
     @abstractmethod
     def load(self) -> None:
@@ -156,11 +173,12 @@ class Engine(ABC):
         return None
 
     def artefact_stats(self) -> dict[str, float]:
-        """One-off preparation this run paid for (e.g. `export_s`, `quantize_s`), reported apart from load."""
+        """One-off preparation this run paid for (e.g. `export_s`, `quantize_s`), reported apart from load.
+        Numbers only, each a key of `metrics`; facts about the build belong in describe()."""
         return {}
 
     def memory_facts(self) -> dict[str, float]:
-        """Engine-reported memory in MiB (e.g. weights, KV cache), keys ending in _mib."""
+        """Engine-reported memory in MiB (e.g. weights, KV cache), each a key of `metrics`."""
         return {}
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backends.contract import ConfigError, Engine, LogProbs, RunFailure, WeightCensus
+from backends.contract import EXPORT_S, QUANTIZE_S, WEIGHTS_MIB, ConfigError, Engine, LogProbs, Metric, RunFailure, WeightCensus
 from backends.contract import build_once, content_key, folder_identity
 from backends.onnxruntime.census import FLOAT_OPS, QUANTIZED_OPS, file_census
 from backends.onnxruntime.export import MODEL_FILE, export_model, refuse_pickle
@@ -134,6 +134,8 @@ class OnnxRuntimeEngine(Engine):
     requires = ("onnxruntime", "onnx", "onnxscript")
     Options = Options
     devices = ("cpu", "cuda")
+    metrics = (EXPORT_S, QUANTIZE_S, WEIGHTS_MIB,
+               Metric("onnx_artifact_mib", "ONNX model on disk, MiB", "lower", "load", "run", "not an ONNX Runtime run"))
 
     def __init__(self, options: Options, ctx):
         super().__init__(options, ctx)
@@ -141,18 +143,18 @@ class OnnxRuntimeEngine(Engine):
         self.session: Any = None
         self._greedy: Any = None  # decoders: the ArgMax session (argmax_model)
         self.artifact: Path | None = None
-        self.stats: dict[str, Any] = {}  # what preparing cost this run: export_s, quantize_s, cache_hit
+        self.stats: dict[str, float] = {}  # what preparing cost this run: export_s, quantize_s
+        self.cache_hit: bool | None = None  # whether the graph came from the cache
         self.info: dict[str, Any] = {}
         self._census: WeightCensus | None = None
 
     @classmethod
-    def validate(cls, run: Any) -> None:
-        opts: Options = run.backend.options
-        if opts.providers == "cuda" and run.device == "cpu":
+    def validate(cls, options: Options, run: Any) -> None:
+        if options.providers == "cuda" and run.device == "cpu":
             raise ConfigError("backend.options.providers: cuda needs device=cuda (or auto on a GPU host), "
                               "not device=cpu")
-        if run.workload.kind == "generate" and run.model.task != "causal_lm":
-            raise ConfigError(f"workload generate needs a causal_lm model; {run.model.name} is {run.model.task}")
+        if "generate" in run.calls and run.model.task != "causal_lm":
+            raise ConfigError(f"generation needs a causal_lm model; {run.model.name} is {run.model.task}")
 
     def check(self) -> RunFailure | None:
         failure = super().check()
@@ -189,7 +191,7 @@ class OnnxRuntimeEngine(Engine):
             refuse_pickle(folder)
         self.stats = {}
         self._census = None
-        base_key = [ARTIFACT_FORMAT, folder_identity(folder), ctx.run.weights, ctx.files.task,
+        base_key = [ARTIFACT_FORMAT, folder_identity(folder), ctx.run.weights, ctx.run.task,
                     ctx.num_labels, opts.graph_dtype, opts.opset, library_versions()]
         root = Path(ctx.cache_dir) / "onnx"
         exported = root / content_key("export", *base_key)
@@ -198,7 +200,7 @@ class OnnxRuntimeEngine(Engine):
         def export(tmp: Path) -> None:
             t0 = time.perf_counter()
             with quiet_libraries(), Heartbeat(f"exporting {model.name} to ONNX (first time only)"):
-                export_model(folder, ctx.files.task, opts.graph_dtype, opts.opset, tmp,
+                export_model(folder, ctx.run.task, opts.graph_dtype, opts.opset, tmp,
                              trust_remote_code=model.trust_remote_code, allow_pickle=model.allow_pickle)
             self.stats["export_s"] = round(time.perf_counter() - t0, 3)
 
@@ -214,12 +216,12 @@ class OnnxRuntimeEngine(Engine):
                     REWRITES[opts.precision](exported, tmp, q)
                 self.stats["quantize_s"] = round(time.perf_counter() - t0, 3)
 
-            self.stats["cache_hit"] = build_once(final, rewrite)
+            self.cache_hit = build_once(final, rewrite)
         else:
-            self.stats["cache_hit"] = build_once(exported, export)
+            self.cache_hit = build_once(exported, export)
         self.artifact = final
 
-    def artefact_stats(self) -> dict[str, Any]:
+    def artefact_stats(self) -> dict[str, float]:
         return dict(self.stats)
 
     # -- load: open the session, see where its nodes run ------------------------------------------
@@ -400,7 +402,8 @@ class OnnxRuntimeEngine(Engine):
             "dtype": self.options.graph_dtype, "opset": self.options.opset,
             "quantization": self.options.quantization(), "threads": self.options.threads,
             "graph_optimization": self.options.graph_optimization, "io_binding": True,
-            **({"tf32": self.options.tf32} if CUDA_EP in self.providers else {}), **self.stats, **self.info,
+            **({"tf32": self.options.tf32} if CUDA_EP in self.providers else {}), **self.stats,
+            "cache_hit": self.cache_hit, **self.info,
         }
         census = self.census()
         if census is not None:

@@ -95,13 +95,9 @@ def synthetic_quantization_config(options: Options, arch: dict) -> dict | None:
 
 
 def auto_max_model_len(run: Any) -> int:
-    wl = run.workload
-    need = wl.prompt_tokens + wl.new_tokens if wl.kind == "generate" else wl.seq_len
-    quality = getattr(run, "quality", None)
-    if quality is not None and getattr(quality, "enabled", False):
-        need = max(need, quality.eval_tokens + 8)  # scoring: the text plus one generated token, with slack
-        need = max(need, 2 * getattr(quality, "generation_tokens", 0))  # greedy generations: prompt + new tokens
-    return int(need)
+    """The context vLLM reserves: the longest sequence the run's calls hold (the planner computes it for
+    the workload and quality alike; backends.contract.EngineRun.max_sequence_tokens)."""
+    return int(run.max_sequence_tokens)
 
 
 def needs_build(options: Options, run: Any) -> bool:

@@ -25,7 +25,8 @@ import math
 import time
 from typing import Any
 
-from backends.contract import ConfigError, Engine, LogProbs, RunFailure, WeightCensus, installed_versions
+from backends.contract import (CHECKPOINT_MIB, KV_CACHE_MIB, QUANTIZE_S, WEIGHTS_MIB, ConfigError, Engine, LogProbs,
+                               Metric, RunFailure, WeightCensus, installed_versions)
 from backends.vllm.args import (auto_max_model_len, gptq_block_modules, llm_kwargs, model_source, needs_build,
                                 vllm_environment)
 from backends.vllm.hardware import capability_failure, gpu_capability
@@ -49,6 +50,10 @@ class VllmEngine(Engine):
     Options = Options
     devices = ("cuda",)
     requires = ("vllm",)
+    calls = frozenset({"generate", "score"})
+    metrics = (QUANTIZE_S, CHECKPOINT_MIB, WEIGHTS_MIB, KV_CACHE_MIB,
+               Metric("model_load_mib", "Model load memory (vLLM-reported), MiB", "lower", "load", "run",
+                      "not a vLLM run, or vLLM did not log it"))
 
     @classmethod
     def gpus_needed(cls, options: Options) -> int:
@@ -77,22 +82,22 @@ class VllmEngine(Engine):
 
     # -- checks ---------------------------------------------------------------------------------
     @classmethod
-    def validate(cls, run) -> None:
-        o: Options = run.backend.options
-        if run.workload.kind != "generate" or run.model.task != "causal_lm":
-            raise ConfigError(f"backend {run.backend.name!r}: the vllm engine runs causal-LM generate workloads only "
-                              f"(got model task {run.model.task}, workload {run.workload.kind})")
+    def validate(cls, options: Options, run) -> None:
+        o = options
+        if run.model.task != "causal_lm" or run.task != "causal_lm":
+            raise ConfigError(f"backend {run.backend!r}: the vllm engine runs causal-LM models only "
+                              f"(model {run.model.name} is {run.model.task}, the workload needs {run.task})")
         if run.weights == "pretrained" and o.quantization in PREQUANTIZED and o.compress is None:
             key = checkpoint_key(o)
             if key not in (run.model.checkpoints or {}):
                 listed = ", ".join(sorted(run.model.checkpoints or {})) or "none"
                 raise ConfigError(
-                    f"backend {run.backend.name!r}: {o.quantization} needs pre-quantized weights, and model "
+                    f"backend {run.backend!r}: {o.quantization} needs pre-quantized weights, and model "
                     f"{run.model.name!r} lists no {key!r} checkpoint (model.checkpoints: {listed}); "
                     f"add one, or use weights=synthetic")
         if (run.weights == "synthetic" and o.quantization == "compressed-tensors" and o.quantization_config is None
                 and o.compress is None):
-            raise ConfigError(f"backend {run.backend.name!r}: synthetic compressed-tensors weights need "
+            raise ConfigError(f"backend {run.backend!r}: synthetic compressed-tensors weights need "
                               f"backend.options.quantization_config (the checkpoint's config.json entry)")
         if run.weights == "synthetic" and o.quantization in GPTQ and o.quantization_config is None:
             gptq_block_modules(run.model.architecture)  # an unknown architecture: the ConfigError says why
@@ -120,7 +125,7 @@ class VllmEngine(Engine):
             self.built = checkpoint(self.ctx, o.compress)
         model_source(o, self.ctx, self.built)  # config-only folder for dummy weights; real files otherwise
 
-    def artefact_stats(self) -> dict[str, Any]:
+    def artefact_stats(self) -> dict[str, float]:
         return dict(self.built.stats) if self.built is not None else {}
 
     def load(self) -> None:

@@ -135,7 +135,7 @@ def launch(plan: Plan, workdir: Path, name: str, timeout_s: float,
     console = sys.stderr if console is None else console
     workdir.mkdir(parents=True, exist_ok=True)
     plan_path, log_path = workdir / f"{name}-plan.json", workdir / f"{name}.log"
-    plan.write(plan_path)
+    plan_path.write_text(plan.data())
     log = _Log(log_path)
     console_r, console_w = os.pipe()
     result_r, result_w = os.pipe()

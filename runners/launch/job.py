@@ -1,14 +1,16 @@
 """One planned run from start to record: its quality reference first, then the measurement.
 
-This module is the only writer of `record.json`. While the run goes on, the file says `incomplete`
-(a sweep killed from outside must not leave a record that reads as a finished run); at the end it
-holds the run's own verdict, or the launcher's (timeout, crash) with every batch size the run never
-reached listed as a cell that says why.
+This module is the only writer of `record.json`, for measured runs and for configs rejected before
+planning (`reject`). While the run goes on, the file says `incomplete` (a sweep killed from outside
+must not leave a record that reads as a finished run); at the end it holds the run's own verdict, or
+the launcher's (timeout, crash) with every batch size the run never reached listed as a cell that says
+why.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import shutil
 import sys
 from pathlib import Path
@@ -20,7 +22,7 @@ from runners.launch import gpus, worker
 from runners.launch.child import Exit, launch, log_tail
 from runners.plan.planner import Plan
 from runners.quality.reference import is_self, ready, reference_path
-from runners.record.schema import RunRecord
+from runners.record.schema import RunRecord, start_record
 from runners.record.store import RECORD_NAME, read_record, write_record
 
 INCOMPLETE = "run stopped before it finished (interrupted or killed)"
@@ -93,8 +95,7 @@ def prepare_reference(plan: Plan, out_dir: Path, isolate: bool, console: IO[str]
     status: dict[str, Any] = {"name": ref.backend.name, "path": str(path), "is_self": is_self(plan.run, ref)}
     if status["is_self"] or ready(path):
         return status
-    ref_plan = Plan(kind="reference", run=ref, device=plan.device, run_id=content_key(ref.identity()),
-                    order=plan.order, sweep_id=plan.sweep_id, reference_status=status)
+    ref_plan = plan.with_kind("reference", ref, status)
     print(f"[quantbench] quality: computing the {ref.backend.name} reference once, in its own process "
           f"(cached in {path})", file=console)
     outcome: dict[str, Any] = {}
@@ -126,10 +127,10 @@ def run_job(plan: Plan, out_dir: Path, console: IO[str] | None = None) -> RunRec
     console = sys.stderr if console is None else console
     out_dir.mkdir(parents=True, exist_ok=True)
     keep_other_runs(out_dir, plan.run_id)
-    run = plan.run
-    plan.reference_status = prepare_reference(plan, out_dir, run.isolate, console)
+    run, isolate = plan.run, plan.settings.isolate
+    plan.reference_status = prepare_reference(plan, out_dir, isolate, console)
     writer = RecordWriter(out_dir / RECORD_NAME, worker.new_record(plan))
-    if not run.isolate:
+    if not isolate:
         worker.measure(plan, writer.on_message, console)
         return writer.finish(None, run.timeout_s, None)
     try:
@@ -150,6 +151,18 @@ def _gpus_for(plan: Plan):
         yield {}
         return
     run = plan.run
-    needed = run.gpus_per_job or engine_class(run.backend.engine).gpus_needed(run.backend.options)
+    needed = plan.settings.gpus_per_job or engine_class(run.backend.engine).gpus_needed(run.backend.options)
     with gpus.acquire(needed, label=run.backend.name) as lease:
         yield lease.env()
+
+
+def reject(out_dir: Path, *, backend: str, model: str, workload: str, weights: str, device: str, error: str,
+           order: int, sweep_id: str | None) -> RunRecord:
+    """A cell whose config was refused before planning: its row says why (written like every record)."""
+    record = start_record(run_id=content_key(backend, error), backend=backend, engine="?", model=model,
+                          workload=workload, weights=weights, device=device, config={}, order=order,
+                          sweep_id=sweep_id, started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                          status="invalid_config", reason=error)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_record(out_dir / RECORD_NAME, record)
+    return record

@@ -18,16 +18,18 @@ import warnings
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from backends.contract import ConfigError, RunFailure
+from backends import engine_class
+from backends.contract import ConfigError, MetricError, RunFailure
+from runners import catalogue
 from runners.measure import env as envinfo
 from runners.measure.failures import classify_exception
 from runners.measure.memory import free_memory
-from runners.measure.roofline import decode_roofline
+from runners.measure.roofline import add_roofline
 from runners.open.engine import make_engine, open_engine, vocab_size
 from runners.plan.planner import Plan
 from runners.quality.measure import ReferenceStatus, describe_failure, measure_quality
 from runners.quality.reference import ensure_reference
-from runners.record.schema import RunRecord
+from runners.record.schema import RunRecord, start_record
 from runners.workload import workload
 
 log = logging.getLogger("quantbench")
@@ -35,13 +37,14 @@ Emit = Callable[[dict[str, Any]], None]
 
 
 def new_record(plan: Plan) -> RunRecord:
+    """The run's record before anything is measured, declaring every metric its producers may write."""
     run = plan.run
-    return RunRecord(
-        run_id=plan.run_id, order=plan.order, sweep_id=plan.sweep_id, backend=run.backend.name,
-        engine=run.backend.engine, model=run.model.name, workload=run.workload.kind, weights=run.weights,
-        device=plan.device, config=run.to_dict(),
-        started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    )
+    declared = catalogue.for_run(workload(run.workload.kind), engine_class(run.backend.engine), run.task)
+    return start_record(run_id=plan.run_id, backend=run.backend.name, engine=run.backend.engine,
+                        model=run.model.name, workload=run.workload.kind, weights=run.weights, device=plan.device,
+                        config=plan.config, order=plan.order, sweep_id=plan.sweep_id,
+                        started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                        declared=declared.to_list())
 
 
 def _progress_bar(total: int, desc: str, console: IO[str]):
@@ -59,14 +62,22 @@ def measure(plan: Plan, emit: Emit, console: IO[str]) -> RunRecord:
 
     def snapshot(final: bool = False) -> None:
         record.wall_s = round(time.perf_counter() - t0, 3)
-        emit({"record": record.to_dict(), "final": final})
+        try:
+            data = record.to_dict()
+        except MetricError as exc:
+            # A producer wrote a key it never declared: the run says so, loudly, rather than lose the key.
+            record.status, record.reason = "crash", str(exc)
+            record.points, record.load = [], {}
+            record.quality.metrics = {}
+            data = record.to_dict()
+        emit({"record": data, "final": final})
 
     engine = None
     try:
-        engine = make_engine(run, device)
+        engine = make_engine(run.backend, run.model, plan.engine_run)
         if run.weights == "synthetic":
             record.notes.append("synthetic weights: speed and memory are real, quality is not measured")
-        open_engine(engine, record.load)
+        open_engine(engine, run.backend, record.load)
         record.env = envinfo.capture(device, engine.packages)
         snapshot()
         wl = run.workload
@@ -84,7 +95,8 @@ def measure(plan: Plan, emit: Emit, console: IO[str]) -> RunRecord:
         ref = ReferenceStatus(**plan.reference_status) if plan.reference_status else None
         record.quality = measure_quality(engine, run, ref)
         record.load.update(engine.memory_facts())
-        _add_roofline(record, device)
+        gpu = (record.env.get("gpu") or {}).get("gpu_name") if device == "cuda" else None
+        add_roofline(record.points, record.load.get("weights_mib"), device, gpu)
     except (RunFailure, ConfigError, Exception) as exc:  # noqa: BLE001 — classified and kept in the record
         failure = (RunFailure("invalid_config", str(exc)) if isinstance(exc, ConfigError)
                    else classify_exception(exc))
@@ -122,8 +134,8 @@ def reference(plan: Plan, emit: Emit) -> None:
     path = Path(plan.reference_status["path"])
     engine = None
     try:
-        engine = make_engine(plan.run, plan.device)
-        open_engine(engine, {})
+        engine = make_engine(plan.run.backend, plan.run.model, plan.engine_run)
+        open_engine(engine, plan.run.backend, {})
         ensure_reference(path, engine, plan.run)
         emit({"reference": {"ok": True}, "final": True})
     except Exception as exc:  # noqa: BLE001 — the measured run records the reason
@@ -132,20 +144,6 @@ def reference(plan: Plan, emit: Emit) -> None:
     finally:
         if engine is not None:
             engine.close()
-
-
-def _add_roofline(record: RunRecord, device: str) -> None:
-    """Batch-1 decode weight bandwidth, once the engine has said how big its weights are."""
-    gpu = (record.env.get("gpu") or {}).get("gpu_name") if device == "cuda" else None
-    for p in record.points:
-        if "tpot_ms" not in p.metrics or p.batch_size != 1 or p.status != "ok":
-            continue
-        tpot = (p.metrics.get("tpot_ms") or {}).get("median")
-        metrics, absent = decode_roofline(record.load.get("weights_mib"), tpot, gpu)
-        if device != "cuda":
-            absent["decode_weight_bandwidth_of_peak_pct"] = "CPU run: the roofline is against GPU memory bandwidth"
-        p.metrics.update(metrics)
-        p.absent.update({k: v for k, v in absent.items() if k not in metrics})
 
 
 def _channels() -> tuple[IO[str], IO[str]]:

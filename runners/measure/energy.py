@@ -6,7 +6,10 @@ deployment pays too. Hosts without the counter (CPU runs, GPUs before Volta) lea
 """
 from __future__ import annotations
 
+from backends.contract import Metric
 from backends.contract.nvml import visible_handles
+
+METRICS = (Metric("energy_j", "Energy over the timed repeats (whole GPU), J", "lower", "efficiency", "point"),)
 
 
 class EnergyMeter:

@@ -5,6 +5,8 @@
 - `peak_process_vram_mib`: NVML's per-process usage summed over this process tree, sampled in a thread.
 - `peak_device_vram_mib`: NVML's whole-device used memory, sampled (includes other tenants).
 - `peak_rss_mib`: resident host memory of the process tree, sampled (the CPU number).
+- `peak_vram_mib`: the largest of the per-process readings that were measured (device-wide readings
+  include other tenants, so they never stand in for it): the one VRAM number a comparison uses.
 A kind that cannot be read here is absent with the reason, never 0.
 """
 from __future__ import annotations
@@ -15,9 +17,32 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from backends.contract import Metric
 from backends.contract.nvml import visible_handles
 
 MIB = 1024 * 1024
+_NO_VRAM = "no per-process VRAM reading (torch allocator or NVML process tree)"
+METRICS = (
+    Metric("peak_vram_mib", "Peak VRAM (largest per-process reading), MiB", "lower", "memory", "point", _NO_VRAM),
+    Metric("peak_allocated_mib", "Peak VRAM (torch allocator), MiB", "lower", "memory", "point"),
+    Metric("peak_reserved_mib", "Peak VRAM (torch reserved), MiB", "lower", "memory", "point"),
+    Metric("peak_process_vram_mib", "Peak VRAM (NVML, process tree), MiB", "lower", "memory", "point"),
+    Metric("peak_device_vram_mib", "Peak VRAM (NVML, whole device), MiB", "lower", "memory", "point"),
+    Metric("peak_rss_mib", "Peak host RSS, MiB", "lower", "memory", "point"),
+)
+PEAK_VRAM = "peak_vram_mib"
+VRAM_READINGS = ("peak_process_vram_mib", "peak_reserved_mib", "peak_allocated_mib")
+
+
+def with_peak_vram(values_mib: dict[str, float], absent: dict[str, str]) -> None:
+    """Add `peak_vram_mib` (or why it is absent) from the per-process readings already in `values_mib`."""
+    readings = [values_mib[k] for k in VRAM_READINGS if k in values_mib]
+    if readings:
+        values_mib[PEAK_VRAM] = max(readings)
+        absent.pop(PEAK_VRAM, None)
+    elif PEAK_VRAM not in values_mib:
+        why = [absent[k] for k in VRAM_READINGS if k in absent]
+        absent[PEAK_VRAM] = why[0] if why else _NO_VRAM
 
 
 class _ProcessTree:
@@ -149,6 +174,7 @@ class MemoryWatcher:
         self._thread.join()
         self._sample()
         self.peaks = self._collect(torch)
+        with_peak_vram(self.peaks.values_mib, self.peaks.absent)
 
     def _collect(self, torch) -> MemoryPeaks:
         out = MemoryPeaks()

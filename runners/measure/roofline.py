@@ -3,6 +3,15 @@ from __future__ import annotations
 
 import re
 
+from backends.contract import Metric
+
+METRICS = (
+    Metric("decode_weight_bandwidth_gb_per_s", "Batch-1 decode weight bandwidth, GB/s", "higher", "efficiency",
+           "point", task="causal_lm"),
+    Metric("decode_weight_bandwidth_of_peak_pct", "Batch-1 decode weight bandwidth, % of GPU peak", "higher",
+           "efficiency", "point", task="causal_lm"),
+)
+
 # Peak DRAM bandwidth in GB/s (10^9 bytes/s) from the vendors' datasheets, matched against the NVML
 # device name (most specific first). A GPU not listed leaves the roofline column absent, not guessed.
 PEAK_BANDWIDTH_GB_PER_S: tuple[tuple[str, float], ...] = (
@@ -49,3 +58,16 @@ def decode_roofline(weights_mib: float | None, tpot_ms: float | None, gpu_name: 
         return metrics, {keys[1]: f"peak bandwidth of {gpu_name or 'this device'} not in quantbench's table"}
     metrics[keys[1]] = float(f"{100 * achieved / peak:.5g}")
     return metrics, {}
+
+
+def add_roofline(points: list, weights_mib: float | None, device: str, gpu_name: str | None) -> None:
+    """Batch-1 decode weight bandwidth on each ok batch-1 point, once the engine has said how big its
+    weights are."""
+    for p in points:
+        if "tpot_ms" not in p.metrics or p.batch_size != 1 or p.status != "ok":
+            continue
+        metrics, absent = decode_roofline(weights_mib, p.metrics["tpot_ms"].median, gpu_name)
+        if device != "cuda":
+            absent["decode_weight_bandwidth_of_peak_pct"] = "CPU run: the roofline is against GPU memory bandwidth"
+        p.metrics.update(metrics)
+        p.absent.update({k: v for k, v in absent.items() if k not in metrics})

@@ -21,6 +21,11 @@ class Stat:
     samples: list[float] = field(default_factory=list)
 
     @staticmethod
+    def from_dict(d: dict) -> "Stat":
+        known = Stat.__dataclass_fields__
+        return Stat(**{k: v for k, v in d.items() if k in known})
+
+    @staticmethod
     def of(values: list[float]) -> "Stat":
         if not values:
             raise ValueError("no samples")

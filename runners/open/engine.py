@@ -9,30 +9,48 @@ import time
 from typing import Any
 
 from backends import engine_class
-from backends.contract import Engine, EngineContext, RunFailure, cache_dir
+from backends.contract import Engine, EngineContext, Metric, RunFailure, cache_dir
+from runners.evaldata import BbcTexts
 from runners.measure.failures import classify_exception
 from runners.measure.memory import MemoryWatcher, free_memory
 from runners.open.files import ModelFiles
 from runners.open.verify import verdict
-from runners.plan.config import RunConfig
+from runners.plan.config import BackendSpec, ModelSpec
+from backends.contract import EngineRun
 
 log = logging.getLogger("quantbench")
 
+# What opening an engine measures, by the order tables show them: preparation (with the engine's own
+# one-off costs after it), load, then the memory peaks during load (the engine's memory facts between).
+PREPARE_METRICS = (Metric("prepare_s", "Preparation (weights, export, quantization), s", "lower", "prepare", "run",
+                          "not timed by this run"),)
+LOAD_METRICS = (Metric("load_s", "Load time, s", "lower", "load", "run", "the run ended before the model loaded"),)
+LOAD_PEAK_METRICS = (
+    Metric("load_peak_allocated_mib", "Peak VRAM during load (torch allocator), MiB", "lower", "load", "run",
+           "no torch allocator reading during load"),
+    Metric("load_peak_reserved_mib", "Peak VRAM during load (torch reserved), MiB", "lower", "load", "run",
+           "no torch allocator reading during load"),
+    Metric("load_peak_process_vram_mib", "Peak VRAM during load (NVML, process tree), MiB", "lower", "load",
+           "run", "no NVML process reading during load"),
+    Metric("load_peak_device_vram_mib", "Peak VRAM during load (NVML, whole device), MiB", "lower", "load",
+           "run", "no NVML device reading during load"),
+    Metric("load_peak_rss_mib", "Peak host RSS during load, MiB", "lower", "load", "run", "not sampled during load"),
+)
 
-def make_engine(run: RunConfig, device: str) -> Engine:
-    """The engine object for `run` on `device`; nothing is loaded yet."""
-    files = ModelFiles(run.model, run.weights, run.task, run.model.num_labels, device)
-    ctx = EngineContext(run=run, device=device, files=files, cache_dir=cache_dir(), num_labels=run.model.num_labels)
-    return engine_class(run.backend.engine)(run.backend.options, ctx)
+
+def make_engine(backend: BackendSpec, model: ModelSpec, view: EngineRun, extra: dict[str, Any] | None = None) -> Engine:
+    """The engine object for a run, given what it may know of it; nothing is loaded yet."""
+    files = ModelFiles(model, view.weights, view.task, model.num_labels, view.device)
+    ctx = EngineContext(run=view, files=files, texts=BbcTexts(), cache_dir=cache_dir(), extra=dict(extra or {}))
+    return engine_class(backend.engine)(backend.options, ctx)
 
 
-def open_engine(engine: Engine, facts: dict[str, Any]) -> None:
+def open_engine(engine: Engine, backend: BackendSpec, facts: dict[str, Any]) -> None:
     """check -> prepare -> load -> prove. Adds load facts (seconds, peaks) to `facts`; raises RunFailure.
 
     A load that fails on files this run took from the cache is tried once more on rebuilt files: a
     damaged cache entry must not make every later run crash.
     """
-    run = engine.ctx.run
     problem = engine.check()
     if problem is not None:
         raise problem
@@ -55,7 +73,7 @@ def open_engine(engine: Engine, facts: dict[str, Any]) -> None:
             why = classify_exception(again)
             raise RunFailure(why.status, f"{why.reason} (also after rebuilding the cache entries "
                                          f"{', '.join(map(str, rebuilt))})") from again
-    reason = verdict(run.backend.expect, engine.census(), run.backend.name, engine.describe)
+    reason = verdict(backend.expect, engine.census(), backend.name, engine.describe)
     if reason:
         raise RunFailure("not_applied", reason)
 
@@ -70,16 +88,19 @@ def _prepare(engine: Engine, facts: dict[str, Any]) -> None:
 
 
 def _load(engine: Engine, facts: dict[str, Any]) -> None:
-    run, device = engine.ctx.run, engine.ctx.device
+    run = engine.ctx.run
     # Said before the riskiest step so a crash's log tail shows what it was doing.
-    log.info("loading %s (%s engine, %s weights) of %s on %s", run.backend.name, run.backend.engine, run.weights,
-             run.model.name, device)
-    with MemoryWatcher(device) as watch:
+    log.info("loading %s (%s engine, %s weights) of %s on %s", run.backend, engine.name, run.weights,
+             run.model.name, run.device)
+    with MemoryWatcher(run.device) as watch:
         t = time.perf_counter()
         engine.load()
         engine.synchronize()
         facts["load_s"] = round(time.perf_counter() - t, 3)
-    facts.update({f"load_{k}": round(v, 1) for k, v in watch.peaks.values_mib.items()})
+    for m in LOAD_PEAK_METRICS:
+        value = watch.peaks.values_mib.get(m.key.removeprefix("load_"))
+        if value is not None:
+            facts[m.key] = round(value, 1)
 
 
 def vocab_size(engine: Engine) -> int:

@@ -29,7 +29,7 @@ def _versions() -> dict[str, str]:
 
 
 class ModelFiles:
-    """Lazily materialised files for one model spec and weights mode."""
+    """Lazily materialised files for one model spec and weights mode (backends.contract.ModelFiles)."""
 
     def __init__(self, spec: ModelSpec, weights: str, task: str, num_labels: int, device: str):
         self.spec = spec
@@ -96,6 +96,12 @@ class ModelFiles:
         return self._entry(final, build)
 
     # -- weights ----------------------------------------------------------------------------
+    def materialise(self) -> None:
+        """Write the weights folder when it is built (synthetic weights, a packaged source); a local path
+        or a hub id needs nothing."""
+        if self.weights == "synthetic" or self.spec.source:
+            self.folder()
+
     def folder(self) -> str:
         """Local folder (or, for a hub model with no local copy, its hub id) holding real weights."""
         if self.weights == "synthetic":
@@ -166,15 +172,6 @@ class ModelFiles:
                 _save_tokenizer(tok, tmp)
 
         return self._entry(final, build)
-
-    def calibration_texts(self) -> tuple[list[str], str]:
-        """Texts to calibrate a quantizer on, and what they are: the BBC News *train* split (the quality
-        evaluation reads the test split of the same `bbc_split`), round-robin over classes."""
-        from runners.quality.evaldata import interleave_by_label, quality_split
-
-        train, _ = quality_split()
-        return ([text for text, _ in interleave_by_label(train)],
-                "bbc-news train split (bbc_split seed 0, test_fraction 0.2; eval uses the test split), round-robin by class")
 
     def load_tokenizer(self) -> Any | None:
         src = self.tokenizer_source()

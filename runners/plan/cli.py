@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
+
+from runners.plan.config import BackendYaml, section_types
 from runners.plan.search import GROUPS, ConfigSearch
 
-# Sections whose keys are typed dataclass fields; `backend.options` depends on the engine.
-_SECTION_TYPES = {"model": "ModelSpec", "workload": "WorkloadSpec", "quality": "QualitySpec", "report": "ReportSpec",
-                  "backend.expect": "Expectation"}
 _OVERRIDE = re.compile(r"^(?P<prefix>\+\+|\+|~)?(?P<key>[A-Za-z_][\w.]*)=(?P<value>.*)$", re.S)
 # Hydra's flags that take a value: their value must stay right after them.
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
@@ -58,8 +57,6 @@ def _values(raw: str) -> list[str] | None:
 
 def _fields(section: str, selected: list[dict], search: ConfigSearch) -> tuple[set[str], list[dict]]:
     """Valid keys of a section and the YAML mappings that set it (one per selected group option)."""
-    import runners.plan.config as config
-
     if section == "backend.options":
         from backends import engine_class
 
@@ -69,8 +66,8 @@ def _fields(section: str, selected: list[dict], search: ConfigSearch) -> tuple[s
                 names |= {f.name for f in dataclasses.fields(engine_class(y["engine"]).Options)}
         return names, [y.get("options") or {} for y in selected]
     if section == "backend":
-        return {f.name for f in dataclasses.fields(config.BackendYaml)}, selected
-    cls = getattr(config, _SECTION_TYPES[section])
+        return {f.name for f in dataclasses.fields(BackendYaml)}, selected
+    cls = section_types()[section]
     names = {f.name for f in dataclasses.fields(cls)}
     if section == "backend.expect":
         return names, [y.get("expect") or {} for y in selected]
@@ -130,7 +127,7 @@ def check(args: list[str], search: ConfigSearch | None = None) -> list[str]:
             section, field_name = ".".join(parts[:2]), parts[2]
         else:
             section, field_name = parts[0], parts[1] if len(parts) > 1 else None
-        if field_name is None or section not in ("backend", "backend.options", *_SECTION_TYPES):
+        if field_name is None or section not in ("backend", "backend.options", *section_types()):
             out.append(a)
             continue
         names, yamls = _fields(section, groups.get(section.split(".")[0], []), search)

@@ -7,16 +7,22 @@ without resolving anything again.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass, field, replace
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from backends.contract import ConfigError
+from backends.contract import ConfigError, EngineRun, ModelFacts
 from runners.plan.strict import as_dict, build, non_negative, positive
+from runners.policy import quality_calls
 
 Task = Literal["causal_lm", "sequence_classification"]
 Weights = Literal["auto", "pretrained", "synthetic"]
+# Field metadata: `coordinate` marks a field that places a run in a table (a block's coordinates, names,
+# descriptions), never a parameter that varies inside one.
+COORDINATE = {"coordinate": True}
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,7 @@ class ModelSource:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str
+    name: str = field(metadata=COORDINATE)
     task: Task
     hub_id: str | None = None
     path: str | None = None
@@ -61,7 +67,7 @@ class ModelSpec:
     trust_remote_code: bool = False
     # Pickle-based weight files execute code on load: opt-in only.
     allow_pickle: bool = False
-    description: str = ""
+    description: str = field(default="", metadata=COORDINATE)
 
     def __post_init__(self) -> None:
         positive("model.num_labels", self.num_labels)
@@ -76,8 +82,8 @@ class ModelSpec:
 @dataclass(frozen=True)
 class WorkloadSpec:
     # A registered workload kind (runners.workload); checked against the registry by RunConfig.
-    kind: str
-    batch_sizes: list[int]
+    kind: str = field(metadata=COORDINATE)
+    batch_sizes: list[int] = field(metadata=COORDINATE)
     prompt_tokens: int = 128
     new_tokens: int = 64
     seq_len: int = 128
@@ -163,47 +169,43 @@ class BackendYaml:
 
 @dataclass(frozen=True)
 class BackendSpec:
-    name: str
-    engine: str
+    name: str = field(metadata=COORDINATE)
+    engine: str = field(metadata=COORDINATE)
     options: Any  # the engine's own options dataclass
-    description: str = ""
+    description: str = field(default="", metadata=COORDINATE)
     expect: Expectation = field(default_factory=Expectation)
+
+
+# Field metadata: `identity: False` marks a field that does not change what is measured (resume skips a
+# run whose identity is done, whatever its value); `derived: True` one the builder sets, never a user.
+NOT_IDENTITY = {"identity": False}
 
 
 @dataclass(frozen=True)
 class RunConfig:
+    """What one run measures: one backend x one model x one workload (all its batch sizes)."""
+
     backend: BackendSpec
     model: ModelSpec
     workload: WorkloadSpec
-    weights: Literal["pretrained", "synthetic"]
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    timeout_s: float = 1800.0
-    resume: bool = False
-    isolate: bool = True
+    weights: Literal["pretrained", "synthetic"] = field(metadata=COORDINATE)
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=COORDINATE)
+    timeout_s: float = field(default=1800.0, metadata=NOT_IDENTITY)
     quality: QualitySpec = field(default_factory=QualitySpec)
-    report: ReportSpec = field(default_factory=ReportSpec)
-    # GPUs one cell leases for itself (null: what its engine needs, e.g. vLLM's tensor_parallel_size);
-    # cells of a parallel sweep never share a GPU.
-    gpus_per_job: int | None = None
     # The head the workload kind needs (causal_lm | sequence_classification): set from the workload
     # registry when the config is built, so engines need not know workload kinds.
-    task: str = "causal_lm"
+    task: str = field(default="causal_lm", metadata={**NOT_IDENTITY, "derived": True})
 
     @staticmethod
     def from_dict(cfg: dict, backend_name: str) -> "RunConfig":
-        """Build and validate from the composed config. `backend_name` is the selected YAML."""
-        from backends import engine_class  # light: engine modules import nothing heavy at top level
-
+        """Build and validate from the composed config (sweep settings are checked, then left to
+        SweepSettings). `backend_name` is the selected YAML."""
         cfg = {k: v for k, v in cfg.items() if k != "hydra"}
-        top = {f for f in RunConfig.__dataclass_fields__} - {"task"}
-        unknown = sorted(set(cfg) - top)
+        top = top_level_keys()
+        unknown = sorted(set(cfg) - set(top))
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(unknown)}; valid top-level keys: {', '.join(sorted(top))}")
-        backend = build(BackendYaml, cfg.get("backend") or {}, "backend") if cfg.get("backend") else None
-        if backend is None:
-            raise ConfigError(f"backend {backend_name!r} names no engine")
-        cls = engine_class(backend.engine)
-        options = build(cls.Options, backend.options, "backend.options")
+        backend, cls = backend_spec(cfg.get("backend"), backend_name)
         model = build(ModelSpec, cfg.get("model"), "model")
         workload = build(WorkloadSpec, cfg.get("workload"), "workload")
         weights = cfg.get("weights", "auto")
@@ -213,28 +215,50 @@ class RunConfig:
             # A model we can load without a hub runs on its real weights; anything else measures speed
             # on random weights and says so, rather than failing on a hub the machine cannot reach.
             weights = "pretrained" if model.has_local_weights else "synthetic"
-        rest = {k: cfg[k] for k in ("device", "timeout_s", "resume", "isolate", "gpus_per_job") if k in cfg}
         from runners.workload import workload_kinds
 
         kinds = workload_kinds()
         if workload.kind not in kinds:
             raise ConfigError(f"workload.kind: {workload.kind!r} is not valid; choose one of "
                               f"{', '.join(map(repr, kinds))}")
+        given = {name: cfg[name] for name in _plain_fields(RunConfig) if name in cfg}
         run = build(RunConfig, {
-            **rest, "task": kinds[workload.kind],
-            "backend": BackendSpec(backend_name, backend.engine, options, backend.description, backend.expect),
-            "model": model, "workload": workload, "weights": weights,
-            "quality": build(QualitySpec, cfg.get("quality"), "quality"),
-            "report": build(ReportSpec, cfg.get("report"), "report"),
+            **given, "task": kinds[workload.kind].task, "backend": backend, "model": model, "workload": workload,
+            "weights": weights, "quality": build(QualitySpec, cfg.get("quality"), "quality"),
         })
         run.check()
-        cls.validate(run)
+        check_engine(run, run.engine_view(run.device), cls)
         run.check_files()
         return run
 
+    def calls(self) -> frozenset[str]:
+        """The engine calls this run makes: its workload kind's, and quality's."""
+        from runners.workload import workload
+
+        return frozenset(workload(self.workload.kind).calls) | quality_calls(self.quality.enabled, self.weights,
+                                                                           self.task)
+
+    def max_sequence_tokens(self) -> int:
+        """The longest sequence any call of the run holds (workload and quality): an engine's context."""
+        wl, q = self.workload, self.quality
+        need = wl.prompt_tokens + wl.new_tokens if self.task == "causal_lm" else wl.seq_len
+        if q.enabled and self.weights != "synthetic" and self.task == "causal_lm":
+            need = max(need, q.eval_tokens + 8)  # scoring: the text plus one generated token, with slack
+            need = max(need, 2 * q.generation_tokens)  # greedy generations: prompt + new tokens
+        return int(need)
+
+    def engine_view(self, device: str) -> EngineRun:
+        """What the engine may know of this run (backends.contract.EngineRun)."""
+        m = self.model
+        return EngineRun(backend=self.backend.name,
+                         model=ModelFacts(name=m.name, task=m.task, architecture=dict(m.architecture),
+                                          num_labels=m.num_labels, trust_remote_code=m.trust_remote_code,
+                                          allow_pickle=m.allow_pickle, checkpoints=dict(m.checkpoints)),
+                         weights=self.weights, device=device, task=self.task, calls=self.calls(),
+                         max_sequence_tokens=self.max_sequence_tokens())
+
     def check(self) -> None:
         """Checks across sections, before any engine is asked."""
-        positive("gpus_per_job", self.gpus_per_job)
         if not math.isfinite(self.timeout_s) or self.timeout_s <= 0:
             raise ConfigError(f"timeout_s: must be a positive number of seconds, got {self.timeout_s}")
         model, wl = self.model, self.workload
@@ -268,15 +292,107 @@ class RunConfig:
                               build(Expectation, b.get("expect") or {}, "backend.expect"))
         return build(RunConfig, {**d, "backend": backend})
 
-    def with_backend(self, backend: BackendSpec) -> "RunConfig":
-        return replace(self, backend=backend)
-
     def to_dict(self) -> dict:
         return as_dict(self)
 
     def identity(self) -> dict:
         """What makes two runs the same measurement (resume skips a run whose identity is done)."""
         d = self.to_dict()
-        for k in ("timeout_s", "resume", "isolate", "report", "task", "gpus_per_job"):
-            d.pop(k, None)
+        for f in fields(RunConfig):
+            if not f.metadata.get("identity", True):
+                d.pop(f.name, None)
         return d
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """How a sweep runs its cells, not what a cell measures: never part of a run's identity or record."""
+
+    resume: bool = False
+    # Each run in its own process (false: in this one; for debugging and tests).
+    isolate: bool = True
+    report: ReportSpec = field(default_factory=ReportSpec)
+    # GPUs one cell leases for itself (null: what its engine needs, e.g. vLLM's tensor_parallel_size);
+    # cells of a parallel sweep never share a GPU.
+    gpus_per_job: int | None = None
+
+    def __post_init__(self) -> None:
+        positive("gpus_per_job", self.gpus_per_job)
+
+    @staticmethod
+    def from_dict(cfg: dict) -> "SweepSettings":
+        return build(SweepSettings, {f.name: cfg[f.name] for f in fields(SweepSettings) if f.name in cfg})
+
+    def to_dict(self) -> dict:
+        return as_dict(self)
+
+
+def _plain_fields(cls: type) -> list[str]:
+    """Top-level fields a user sets directly (not sections with their own builder, not derived)."""
+    sections = {"backend", "model", "workload", "quality"}
+    return [f.name for f in fields(cls) if f.name not in sections and not f.metadata.get("derived")]
+
+
+def top_level_keys() -> list[str]:
+    """Every key a composed config may hold at its top level: the run's fields and the sweep's."""
+    run = [f.name for f in fields(RunConfig) if not f.metadata.get("derived")]
+    return [*run, *(f.name for f in fields(SweepSettings))]
+
+
+def section_types() -> dict[str, type]:
+    """Config sections whose keys are fields of a typed dataclass (`model` -> ModelSpec), from the type
+    hints of RunConfig, SweepSettings and BackendYaml; `backend.options` depends on the engine."""
+    out: dict[str, type] = {}
+    for cls, prefix in ((RunConfig, ""), (SweepSettings, ""), (BackendYaml, "backend.")):
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp) and f.name != "backend":
+                out[prefix + f.name] = tp
+    return out
+
+
+def backend_spec(yaml_data: dict | None, name: str) -> tuple[BackendSpec, type]:
+    """A backend YAML's mapping -> its validated spec and engine class (for the run and its reference)."""
+    from backends import engine_class  # light: engine modules import nothing heavy at top level
+
+    if not yaml_data:
+        raise ConfigError(f"backend {name!r} names no engine")
+    backend = build(BackendYaml, yaml_data, "backend")
+    cls = engine_class(backend.engine)
+    options = build(cls.Options, backend.options, "backend.options")
+    return BackendSpec(name, backend.engine, options, backend.description, backend.expect), cls
+
+
+def check_engine(run: RunConfig, view: EngineRun, cls: type) -> None:
+    """The engine implements every call the run makes (its workload's, quality's), and accepts its options
+    on this run (Engine.validate). Raises ConfigError."""
+    missing = sorted(view.calls - cls.calls)
+    if missing:
+        raise ConfigError(f"backend {run.backend.name!r} ({run.backend.engine} engine) cannot {' or '.join(missing)}: "
+                          f"it implements {', '.join(sorted(cls.calls))}; this run needs {', '.join(sorted(view.calls))} "
+                          f"(workload {run.workload.kind}"
+                          f"{', and quality' if quality_calls(run.quality.enabled, run.weights, run.task) else ''})")
+    cls.validate(run.backend.options, view)
+
+
+def coordinate_paths() -> set[str]:
+    """Config paths that never make a table parameter: the fields marked `coordinate` (a block's own
+    coordinates, names, descriptions; RunConfig, ModelSpec, WorkloadSpec, BackendSpec) and derived ones."""
+    out: set[str] = set()
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            if f.metadata.get("coordinate") or f.metadata.get("derived"):
+                out.add(prefix + f.name)
+            elif dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{prefix}{f.name}.")
+
+    walk(RunConfig, "")
+    return out
+
+
+def sweep_setting_names() -> set[str]:
+    """Top-level keys that are sweep settings (records written before they left the run config hold them)."""
+    return {f.name for f in fields(SweepSettings)}

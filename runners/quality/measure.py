@@ -19,13 +19,35 @@ from typing import Any
 
 import numpy as np
 
+from backends.contract import Metric
 from runners.measure.failures import classify_exception
 from runners.plan.config import RunConfig
+from runners.policy import decoder_quality_applies
 from runners.quality import metrics as qm
-from runners.quality.reference import Outputs, applies, ensure_reference, evaluate, load_outputs, ready
+from runners.quality.reference import Outputs, ensure_reference, evaluate, load_outputs, ready
+from runners.record.schema import Quality
 
 log = logging.getLogger("quantbench")
 CLASSIFY_BATCH = 16
+GEN, CLS = "causal_lm", "sequence_classification"
+METRICS = (
+    Metric("kl_mean_nats", "KL vs reference, mean (nats)", "lower", "quality", "quality", task=GEN),
+    Metric("kl_p99_nats", "KL vs reference, p99 (nats)", "lower", "quality", "quality", task=GEN),
+    Metric("kl_max_nats", "KL vs reference, max (nats)", "lower", "quality", "quality", task=GEN),
+    Metric("top1_agreement_pct", "Top-1 agreement vs reference, %", "higher", "quality", "quality", task=GEN),
+    Metric("identical_generations_pct", "Identical greedy generations, %", "higher", "quality", "quality", task=GEN),
+    Metric("generation_prefix_match_pct", "Greedy generation prefix match, %", "higher", "quality", "quality",
+           task=GEN),
+    Metric("perplexity", "Perplexity", "lower", "quality", "quality", task=GEN, unitless=True),
+    Metric("reference_perplexity", "Perplexity of the reference", "none", "quality", "quality", task=GEN,
+           unitless=True),
+    Metric("accuracy_pct", "Accuracy, %", "higher", "quality", "quality", task=CLS),
+    Metric("macro_f1_pct", "Macro-F1, %", "higher", "quality", "quality", task=CLS),
+)
+
+
+def metrics_for(task: str) -> tuple[Metric, ...]:
+    return tuple(m for m in METRICS if m.task == task)
 
 
 @dataclass
@@ -39,21 +61,30 @@ class ReferenceStatus:
     compute_s: float | None = None  # seconds its own process took, when it ran for this run
 
 
-def measure_quality(engine, run: RunConfig, ref: ReferenceStatus | None) -> dict[str, Any]:
-    """Quality metrics of the loaded engine, or {"absent": why}. Never raises."""
+def measure_quality(engine, run: RunConfig, ref: ReferenceStatus | None) -> Quality:
+    """Quality metrics of the loaded engine, or why they are absent. Never raises."""
     if not run.quality.enabled:
-        return {"absent": "quality.enabled=false"}
+        return Quality(absent="quality.enabled=false")
     if run.weights == "synthetic":
-        return {"absent": "synthetic weights"}
+        return Quality(absent="synthetic weights")
     try:
-        if run.task == "sequence_classification":
-            return classifier_quality(engine, run)
-        if ref is None or not applies(run):
-            return {"absent": "no quality reference planned for this run"}
-        return decoder_quality(engine, run, ref)
+        if run.task == CLS:
+            return _typed(classifier_quality(engine, run))
+        if ref is None or not decoder_quality_applies(run.quality.enabled, run.weights, run.task):
+            return Quality(absent="no quality reference planned for this run")
+        return _typed(decoder_quality(engine, run, ref))
     except Exception as exc:  # noqa: BLE001 — quality is reported beside speed; it never fails the run
         log.exception("quality measurement failed")
-        return {"absent": f"quality measurement failed: {describe_failure(exc)}"}
+        return Quality(absent=f"quality measurement failed: {describe_failure(exc)}")
+
+
+def _typed(flat: dict[str, Any]) -> Quality:
+    """The measured dict as a Quality: declared metric keys are metrics, the rest say how they were made."""
+    declared = {m.key for m in METRICS}
+    metrics = {k: float(v) for k, v in flat.items() if k in declared}
+    facts = {k: v for k, v in flat.items() if k not in declared and k not in ("absent", "absent_metrics", "reference")}
+    return Quality(metrics=metrics, absent=flat.get("absent"), absent_metrics=flat.get("absent_metrics") or {},
+                   reference=flat.get("reference"), facts=facts)
 
 
 def decoder_quality(engine, run: RunConfig, ref: ReferenceStatus) -> dict[str, Any]:
@@ -106,7 +137,7 @@ def compare(ref: Outputs, cur: Outputs) -> dict[str, Any]:
 # -- classifiers ----------------------------------------------------------------------------------
 def classifier_quality(engine, run: RunConfig) -> dict[str, Any]:
     """Accuracy and macro-F1 (%) on the model's labelled held-out set, through engine.classify."""
-    from runners.quality.evaldata import BBC_LABELS, bbc_label_ids, classification_metrics, interleave_by_label, quality_split
+    from runners.evaldata import BBC_LABELS, bbc_label_ids, classification_metrics, interleave_by_label, quality_split
 
     model = run.model
     if model.eval_data is None:

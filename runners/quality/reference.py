@@ -2,7 +2,8 @@
 
 Decoders are compared with a reference backend of the same model (`quality.reference`: `auto` =
 fp32 on CPU, fp16 on GPU; else any backend YAML on the config search path, a user's own included).
-The planner builds the reference's validated run config beside the measured one; its outputs
+The planner builds the reference's validated run config beside the measured one (the measured run's
+config with its backend replaced: runners.plan.planner.reference_run); its outputs
 (evaluation token ids, log-probs, greedy generations) are computed once and cached under
 `<cache>/reference/<key>`, keyed by the model and its weight files, the reference backend and its
 options, the device, the evaluation text's hash and sizes, and the versions of the packages the
@@ -30,13 +31,12 @@ from typing import Any
 import numpy as np
 
 from backends import engine_class
-from backends.contract import ConfigError, HostClock, LogProbs, StepTimer, build_once, cache_path
+from backends.contract import HostClock, LogProbs, StepTimer, build_once, cache_path
+from runners.evaldata import eval_text
 from runners.measure.env import package_versions
 from runners.open.files import ModelFiles
 from runners.plan.config import RunConfig
-from runners.plan.search import ConfigSearch
 from runners.plan.strict import as_dict
-from runners.quality.evaldata import eval_text
 
 # Bumped when what a cached reference holds (or how it is computed) changes.
 REFERENCE_FORMAT = 2
@@ -52,36 +52,6 @@ class Outputs:
     logprobs: LogProbs  # rows 0..T-2: distributions of tokens 1..T-1
     generations: np.ndarray  # [G, N] greedy new tokens
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-def applies(run: RunConfig) -> bool:
-    """Decoder quality against a reference: real weights, a causal LM, quality on."""
-    return run.quality.enabled and run.weights != "synthetic" and run.task == "causal_lm"
-
-
-def reference_name(run: RunConfig, device: str) -> str:
-    ref = run.quality.reference
-    return ("fp16" if device == "cuda" else "fp32") if ref == "auto" else ref
-
-
-def plan_reference(run: RunConfig, device: str, search: ConfigSearch) -> RunConfig:
-    """The reference run for `run`: its backend replaced by the reference's YAML, all else equal.
-
-    Raises ConfigError naming the valid choices when `quality.reference` names no backend."""
-    name = reference_name(run, device)
-    if name == run.backend.name:
-        return run
-    valid = search.choices("backend")
-    if name not in valid:
-        raise ConfigError(f"quality.reference: unknown backend {name!r}; choose auto or one of "
-                          f"{', '.join(sorted(valid))}")
-    config = {"backend": search.load("backend", name), "model": as_dict(run.model), "workload": as_dict(run.workload),
-              "weights": run.weights, "device": device, "timeout_s": run.timeout_s, "isolate": run.isolate,
-              "quality": as_dict(run.quality)}
-    try:
-        return RunConfig.from_dict(config, name)
-    except ConfigError as exc:
-        raise ConfigError(f"quality.reference {name}: {exc}") from None
 
 
 def is_self(run: RunConfig, ref: RunConfig) -> bool:

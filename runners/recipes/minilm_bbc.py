@@ -25,7 +25,7 @@ from typing import Any
 
 from backends.contract import build_once, builder_lock, cache_path, installed_versions, invalidate
 from backends.contract.artefacts import MANIFEST, write_manifest
-from runners.quality.evaldata import BBC_LABELS, bbc_label_ids, bbc_split, classification_metrics
+from runners.evaldata import BBC_LABELS, bbc_label_ids, bbc_split, classification_metrics
 
 log = logging.getLogger(__name__)
 

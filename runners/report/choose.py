@@ -45,8 +45,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from runners.report.metrics import (BY_KEY, METRICS, UNIT_WORDS, Metric, Unit, format_number, format_value,
-                                    unit_of)
+from backends.contract import Catalogue
+from runners.report.metrics import UNIT_WORDS, Metric, Unit, catalogue, format_number, format_value, unit_of
 from runners.report.spread import Spread, within_spread
 from runners.report.table import Block, Cell, Table
 
@@ -64,8 +64,8 @@ class ConstraintError(ValueError):
     """A --require / --maximize string that cannot be read; the message is one line."""
 
 
-def valid_names_line() -> str:
-    names = ", ".join(m.name for m in METRICS)
+def valid_names_line(cat: Catalogue | None = None) -> str:
+    names = ", ".join(m.name for m in (cat or catalogue()))
     units = "; ".join(f"{dim} {' '.join(ws)}" for dim, ws in _units_by_dimension().items())
     return (f"valid metrics: {names} (or their full keys, e.g. kl_mean_nats; a repeated metric takes "
             f"_{'/_'.join(STATS)} before its unit, e.g. ttft_p90); units: {units}")
@@ -109,13 +109,15 @@ class Target:
         return text + symbol if symbol == "%" else f"{text} {symbol}"
 
 
-def resolve(name: str, context: str) -> Target:
-    """A metric name as a user writes it -> Target; ConstraintError (one line) otherwise."""
+def resolve(name: str, context: str, cat: Catalogue | None = None) -> Target:
+    """A metric name as a user writes it -> Target; ConstraintError (one line) otherwise. `cat`: the
+    metrics to choose from (default: those quantbench ships)."""
     n = name.strip().lower()
-    for m in METRICS:
+    cat = cat or catalogue()
+    for m in cat:
         if n in (m.key, m.name):
             return Target(m, "median", name.strip())
-    for m in METRICS:
+    for m in cat:
         for q in STATS:
             forms = {f"{m.name}_{q}", f"{m.name}_{q}{m.unit.suffix}"} | ({f"{m.name}_cv_pct"} if q == "cv" else set())
             if n in forms:
@@ -123,7 +125,7 @@ def resolve(name: str, context: str) -> Target:
                     raise ConstraintError(f"{context}: {name.strip()!r}: {m.key} is measured once, not over repeats, "
                                           f"so it has no {q}; use {m.name}")
                 return Target(m, q, name.strip())
-    raise ConstraintError(f"{context}: unknown metric {name.strip()!r}; {valid_names_line()}")
+    raise ConstraintError(f"{context}: unknown metric {name.strip()!r}; {valid_names_line(cat)}")
 
 
 @dataclass(frozen=True)
@@ -288,7 +290,7 @@ def _verdict(column: str, cell: Cell, constraints: list[Constraint], objective: 
 
 
 def _default_objective(block: Block) -> Objective | None:
-    for m in METRICS:
+    for m in block.catalogue:
         if m.group == "speed" and m.better == "higher" and any(m.key in c.values for c in block.cells):
             return Objective(Target(m, "median", m.key), True)
     return None
@@ -349,7 +351,7 @@ def _pareto(block: Block, verdicts: list[Verdict], objective: Objective | None) 
         # An axis every candidate measured, so that no backend is compared on a number others lack.
         key = next((k for k in keys if all(k in v.cell.values for v in pool)), None)
         if key is not None:
-            axes.append(Target(BY_KEY[key], "median", key))
+            axes.append(Target(block.catalogue[key], "median", key))
             continue
         some = next((k for k in keys if any(k in v.cell.values for v in pool)), None)
         if some is None:
@@ -358,7 +360,7 @@ def _pareto(block: Block, verdicts: list[Verdict], objective: Objective | None) 
         else:
             lack = [f"{v.column} ({v.cell.absent.get(some, 'not measured')})" for v in pool
                     if some not in v.cell.values]
-            notes.append(f"No {name} axis: {BY_KEY[some].label} is not measured for {'; '.join(lack)}")
+            notes.append(f"No {name} axis: {block.catalogue[some].label} is not measured for {'; '.join(lack)}")
     front = [v.column for v in pool if not any(_dominates(o, v, axes) for o in pool if o is not v)]
     return front, axes, notes
 

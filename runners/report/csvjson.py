@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from runners.report.environment import run_env
-from runners.report.metrics import INFO, METRICS, spread_columns, split_unit, tails
+from runners.report.metrics import INFO, spread_columns, split_unit, tails
 from runners.report.table import Block, Cell, Table, param_text
 
 ID_COLUMNS = ["backend", "engine", "model", "workload", "batch_size", "weights", "device", "status", "reason"]
@@ -29,9 +29,9 @@ def _flat(value: Any) -> Any:
     return param_text(value) if isinstance(value, (list, tuple, dict)) else value
 
 
-def _metric_columns(cell: Cell, block: Block | None) -> dict[str, Any]:
+def _metric_columns(cell: Cell, block: Block | None, cat) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for m in METRICS:
+    for m in cat:
         got = cell.values.get(m.key)
         if got is None:
             continue
@@ -68,7 +68,7 @@ def flat_rows(table: Table) -> list[dict[str, Any]]:
         row.update({p.path: _flat(cell.params[p.path]) for p in table.params if p.path in cell.params})
         if table.baseline:
             row["baseline"] = table.baseline
-        row.update(_metric_columns(cell, block))
+        row.update(_metric_columns(cell, block, table.catalogue))
         row.update({i.key: cell.info[i.key] for i in INFO if i.key != "engine" and i.key in cell.info})
         env = run_env(rec)
         row.update(run_id=rec.run_id, started_at=rec.started_at, wall_s=rec.wall_s,
@@ -82,9 +82,9 @@ def flat_rows(table: Table) -> list[dict[str, Any]]:
 
 
 def columns(table: Table, rows: list[dict[str, Any]]) -> list[str]:
-    """Every column some row has, in a fixed order: coordinates, parameters, metrics (registry order), info."""
+    """Every column some row has, in a fixed order: coordinates, parameters, metrics (table order), info."""
     order = ID_COLUMNS + [p.path for p in table.params] + ["baseline"]
-    for m in METRICS:
+    for m in table.catalogue:
         name = split_unit(m.key)[0]
         order += [m.key, *spread_columns(m), f"{name}_vs_baseline_pct", f"{name}_within_spread"]
     order += [i.key for i in INFO] + ENV_COLUMNS + ["absent_reasons"]

@@ -41,11 +41,12 @@ class Report:
 
 
 def constraints_for(records: list[RunRecord], require: str | None, maximize: str | None,
-                    minimize: str | None) -> tuple[list[choose.Constraint], choose.Objective | None, bool]:
-    """Constraints and objective from the arguments, else from the records' `report.*` config; raises
+                    minimize: str | None, root: Path | None = None,
+                    ) -> tuple[list[choose.Constraint], choose.Objective | None, bool]:
+    """Constraints and objective from the arguments, else from the sweep's `report.*` settings; raises
     choose.ConstraintError. The flag says whether any were asked for."""
     if require is None and maximize is None and minimize is None:
-        require, maximize, minimize = (configured(records, k) for k in ("require", "maximize", "minimize"))
+        require, maximize, minimize = (configured(records, k, root) for k in ("require", "maximize", "minimize"))
     asked = any(v not in (None, "") for v in (require, maximize, minimize))
     return choose.parse_constraints(require), choose.parse_objective(maximize, minimize), asked
 
@@ -60,7 +61,7 @@ def build_report(root: Path, records: list[RunRecord] | None = None, baseline: s
     problems: list[str] = []
     decision = None
     try:
-        constraints, objective, asked = constraints_for(records, require, maximize, minimize)
+        constraints, objective, asked = constraints_for(records, require, maximize, minimize, root)
         if asked:
             decision = choose.decide(table, constraints, objective)
     except choose.ConstraintError as exc:

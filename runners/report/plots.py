@@ -10,7 +10,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from runners.report.metrics import BY_KEY, Metric, format_value, in_group
+from runners.report.metrics import Metric, format_value, in_group
 from runners.report.table import Block, Cell, Table, param_text
 
 QUALITY_AXIS = ("kl_mean_nats", "macro_f1_pct", "accuracy_pct", "top1_agreement_pct", "perplexity")
@@ -72,7 +72,7 @@ def _arrow(m: Metric) -> str:
 
 def speed_metric(block: Block) -> Metric | None:
     measured = {m.key for m in block.measured()}
-    return next((BY_KEY[k] for k in SPEED_PREFERENCE if k in measured), None)
+    return next((block.catalogue[k] for k in SPEED_PREFERENCE if k in measured), None)
 
 
 # -- speed ----------------------------------------------------------------------------------------
@@ -110,7 +110,9 @@ def speed(table: Table, color: dict[str, str]) -> Plot:
 
 # -- memory ---------------------------------------------------------------------------------------
 def memory_kinds(block: Block) -> list[Metric]:
-    return [m for m in in_group("memory") if m.source != "derived" and any(m.key in c.values for c in block.cells)]
+    # peak_vram_mib is the largest of the per-process readings beside it: plotting it would show one twice.
+    return [m for m in in_group(block.catalogue, "memory")
+            if m.key != "peak_vram_mib" and any(m.key in c.values for c in block.cells)]
 
 
 def memory_axes(ax, block: Block, kinds: list[Metric], color: dict[str, str]) -> None:
@@ -184,7 +186,7 @@ def _groups(table: Table, across_models: bool = False) -> dict[tuple, list[Block
 
 def scatter_data(block: Block, front: Callable[[Block], list[str]]) -> Scatter | str:
     """One block's speed (vs its baseline) against quality, or why it has no such plot."""
-    qual = next((BY_KEY[k] for k in QUALITY_AXIS if any(k in c.values for c in block.cells)), None)
+    qual = next((block.catalogue[k] for k in QUALITY_AXIS if any(k in c.values for c in block.cells)), None)
     if qual is None:
         reasons = sorted({c.absent[k] for c in block.cells for k in QUALITY_AXIS if k in c.absent and c.ok})
         return f"no quality numbers ({'; '.join(reasons) or 'not measured'}), so no speed-quality plot"
@@ -192,7 +194,7 @@ def scatter_data(block: Block, front: Callable[[Block], list[str]]) -> Scatter |
     base = block.baseline
     if sm is None or base is None or base.value(sm.key) in (None, 0):
         return block.baseline_note or "the baseline has no speed here, so speed cannot be put relative to it"
-    mem = next((BY_KEY[k] for k in MARKER_MEMORY if all(k in c.values for c in block.cells if c.ok)), None)
+    mem = next((block.catalogue[k] for k in MARKER_MEMORY if all(k in c.values for c in block.cells if c.ok)), None)
     on_front = set(front(block))
     points, skipped = [], []
     for col, c in zip(block.columns, block.cells):

@@ -22,17 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backends.contract import Catalogue
+from runners.measure.stats import Stat
+from runners.plan.config import coordinate_paths, sweep_setting_names
 from runners.record.schema import Point, RunRecord
 from runners.report import environment
-from runners.report.metrics import INFO, METRICS, VRAM_READINGS, Metric, info_text, is_number
+from runners.report.metrics import INFO, Metric, applicable, catalogue, info_text, is_number
 from runners.report.spread import Spread, within_spread
 
 SWEEP_FILE = "sweep.json"
 ROUNDED_TO_ZERO = "recorded as 0: smaller than the precision its writer rounded it to"
-# Config paths that never make a parameter: the block's own coordinates, and report/run plumbing.
-_COORDINATES = {"weights", "device", "task", "resume", "model.name", "model.description", "workload.kind",
-                "workload.batch_sizes", "backend.name", "backend.engine", "backend.description"}
-_PLUMBING_PREFIXES = ("report.", "hydra.")
+# Config paths that never make a parameter: a block's own coordinates (from the config's field
+# metadata), and sweep settings (version-2 records still hold them in their config).
+_COORDINATES = coordinate_paths() | sweep_setting_names()
+_PLUMBING_PREFIXES = tuple(f"{name}." for name in sweep_setting_names()) + ("hydra.",)
 # A parameter under these sections varies only between runs of the same backend / model / workload.
 _SCOPED = ("backend", "model", "workload")
 
@@ -156,22 +159,14 @@ class Cell:
         return f"{self.status}: {line[:width]}"
 
 
-def _task(record: RunRecord) -> str | None:
-    config = record.config if isinstance(record.config, dict) else {}
-    return config.get("task") or (config.get("model") or {}).get("task")
-
-
-def _applies(m: Metric, task: str | None) -> bool:
-    return m.task is None or task is None or m.task == task
-
-
 def _raw(m: Metric, record: RunRecord, point: Point | None) -> Any:
     if m.source in ("repeats", "point"):
-        return point.metrics.get(m.key) if point is not None and point.status == "ok" else None
+        value = point.metrics.get(m.key) if point is not None and point.status == "ok" else None
+        return vars(value) if isinstance(value, Stat) else value
     if m.source == "run":
         return record.load.get(m.key)
     if m.source == "quality":
-        return record.quality.get(m.key)
+        return record.quality.metrics.get(m.key)
     return None
 
 
@@ -186,39 +181,33 @@ def _measured(m: Metric, raw: Any) -> Measured | None:
 
 def _why(m: Metric, record: RunRecord, point: Point | None) -> tuple[str, bool]:
     """(reason, explicit): why `m` is absent from this cell; explicit when the record says so."""
-    per_point = m.source in ("repeats", "point", "derived")
+    per_point = m.source in ("repeats", "point")
     if per_point and point is None:
         return record.status, True
     if per_point and point.status != "ok":
         return point.status, True
     if per_point and m.key in point.absent:
         return point.absent[m.key], True
-    if m.source == "derived" and point is not None:
-        why = [point.absent[k] for k in VRAM_READINGS if k in point.absent]
-        return (why[0] if why else m.absent_default), bool(why)
     if m.source == "quality":
-        q = record.quality or {}
-        why = (q.get("absent_metrics") or {}).get(m.key) or q.get("absent")
+        q = record.quality
+        why = q.absent_metrics.get(m.key) or q.absent
         if why:
             return str(why), True
-        if record.status not in ("ok", "partial") and not q:
+        if record.status not in ("ok", "partial") and not q.metrics:
             return f"the run ended ({record.status}) before quality was measured", True
     if m.source == "run" and record.status not in ("ok", "partial") and not record.load:
         return f"the run ended ({record.status}) before it loaded", True
     return m.absent_default, False
 
 
-def make_cell(record: RunRecord, point: Point | None) -> Cell:
+def make_cell(record: RunRecord, point: Point | None, cat: Catalogue) -> Cell:
     status = point.status if point is not None else record.status
     reason = point.reason if point is not None else record.reason
     cell = Cell(record, point, status, reason)
     if point is not None and status == "ok" and record.status not in ("ok", "partial"):
         cell.run_note = f"the run then ended: {record.status}"
-    task = _task(record)
-    applicable = [m for m in METRICS if _applies(m, task)]
-    # Derived metrics last: they read the measured ones of this cell.
-    for m in sorted(applicable, key=lambda m: m.source == "derived"):
-        got = _derived(m, cell) if m.source == "derived" else _measured(m, _raw(m, record, point))
+    for m in applicable(record, cat):
+        got = _measured(m, _raw(m, record, point))
         if got is not None and m.positive and got.value == 0:
             cell.absent[m.key] = ROUNDED_TO_ZERO
             continue
@@ -234,12 +223,6 @@ def make_cell(record: RunRecord, point: Point | None) -> Cell:
         if text:
             cell.info[info.key] = text
     return cell
-
-
-def _derived(m: Metric, cell: Cell) -> Measured | None:
-    """peak_vram_mib: the largest per-process VRAM reading this batch size measured."""
-    readings = [cell.values[k].value for k in VRAM_READINGS if k in cell.values]
-    return Measured(max(readings)) if readings else None
 
 
 # -- blocks ---------------------------------------------------------------------------------------
@@ -262,6 +245,7 @@ class Block:
     batch_size: int | None
     params: dict[str, Any]  # parameter path -> value
     shorts: dict[str, str]  # parameter path -> short name
+    catalogue: Catalogue = field(default_factory=Catalogue)
     cells: list[Cell] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)  # header per cell
     baseline: Cell | None = None
@@ -277,14 +261,14 @@ class Block:
         return " · ".join(parts)
 
     def measured(self) -> list[Metric]:
-        """Registry metrics at least one cell of this block measured, in registry order."""
-        return [m for m in METRICS if any(m.key in c.values for c in self.cells)]
+        """Declared metrics at least one cell of this block measured, in table order."""
+        return [m for m in self.catalogue if any(m.key in c.values for c in self.cells)]
 
     def not_measured(self) -> dict[str, list[Metric]]:
         """reason -> metrics no cell measured, from the reasons the records give (failed cells aside)."""
         shown = {m.key for m in self.measured()}
         out: dict[str, list[Metric]] = {}
-        for m in METRICS:
+        for m in self.catalogue:
             if m.key in shown:
                 continue
             for c in self.cells:
@@ -336,6 +320,7 @@ class Table:
     environment: list[tuple[str, str]]
     runs: list[environment.RunEnv]
     records: list[RunRecord]
+    catalogue: Catalogue = field(default_factory=Catalogue)  # every metric the records declare, in table order
 
 
 def _order(rec: RunRecord) -> tuple:
@@ -346,20 +331,28 @@ def _consistent(small: dict[str, str], big: dict[str, str]) -> bool:
     return all(big.get(k, v) == v for k, v in small.items())
 
 
-def read_sweep_backends(root: Path | None) -> list[str]:
-    """The backends a sweep was started with, in the order given (runners/sweep.py writes sweep.json)."""
+def _sweep_file(root: Path | None) -> dict[str, Any]:
     if root is None:
-        return []
+        return {}
     try:
         data = json.loads((Path(root) / SWEEP_FILE).read_text())
     except (OSError, ValueError):
-        return []
-    backends = data.get("backends") if isinstance(data, dict) else None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_sweep_backends(root: Path | None) -> list[str]:
+    """The backends a sweep was started with, in the order given (runners/sweep.py writes sweep.json)."""
+    backends = _sweep_file(root).get("backends")
     return [str(b) for b in backends] if isinstance(backends, list) else []
 
 
-def configured(records: list[RunRecord], key: str) -> Any:
-    """`report.<key>` from the first record whose config sets it."""
+def configured(records: list[RunRecord], key: str, root: Path | None = None) -> Any:
+    """`report.<key>` of the sweep: from its sweep.json (the sweep's settings), else from the first record
+    whose config sets it (records written before the settings left the run config)."""
+    report = _sweep_file(root).get("report")
+    if isinstance(report, dict) and report.get(key) not in (None, ""):
+        return report[key]
     for rec in sorted(records, key=_order):
         value = ((rec.config or {}).get("report") or {}).get(key)
         if value not in (None, ""):
@@ -368,9 +361,9 @@ def configured(records: list[RunRecord], key: str) -> Any:
 
 
 def resolve_baseline(records: list[RunRecord], given: str | None, sweep_backends: list[str],
-                     damaged: list[tuple[str, str]]) -> tuple[str | None, str, str | None]:
+                     damaged: list[tuple[str, str]], root: Path | None = None) -> tuple[str | None, str, str | None]:
     """(baseline name, where it came from, problem) — a missing baseline is named, never replaced."""
-    from_config = configured(records, "baseline")
+    from_config = configured(records, "baseline", root)
     if given:
         name, source = given, "--baseline / report.baseline"
     elif from_config:
@@ -405,26 +398,28 @@ def build(records: list[RunRecord], baseline: str | None = None, root: Path | No
     ran = {r.backend for r in records}
     backends = list(dict.fromkeys([b for b in [*(columns or []), *sweep_backends] if b in ran]
                                   + [r.backend for r in records]))
-    name, source, problem = resolve_baseline(records, baseline, sweep_backends, damaged_text)
+    name, source, problem = resolve_baseline(records, baseline, sweep_backends, damaged_text, root)
     params, scopes = varying(records)
+    cat = catalogue(records)
     cells = []
     for rec in records:
         flat = flatten(rec.config) if rec.config else {}
         for point in rec.points or [None]:
-            cell = make_cell(rec, point)
+            cell = make_cell(rec, point, cat)
             cell.params = {p.path: flat[p.path] for p in params if p.path in flat}
             cell.block_params = {p.path: flat.get(p.path) for p in params
                                  if rec.config and _scope(rec, p.path) in scopes[p.path]}
             cells.append(cell)
     shorts = {p.path: p.short for p in params}
-    blocks = _blocks(cells, shorts, backends)
+    blocks = _blocks(cells, shorts, backends, cat)
     for block in blocks:
         _set_baseline(block, name, problem)
     return Table(environment.title(records, backends), cells, blocks, params, backends, name, source, problem,
-                 damaged_text, environment.summary(records), [environment.run_env(r) for r in records], records)
+                 damaged_text, environment.summary(records), [environment.run_env(r) for r in records], records,
+                 cat)
 
 
-def _blocks(cells: list[Cell], shorts: dict[str, str], backends: list[str]) -> list[Block]:
+def _blocks(cells: list[Cell], shorts: dict[str, str], backends: list[str], cat: Catalogue) -> list[Block]:
     def coords(c: Cell) -> tuple:
         r = c.record
         return (r.model, r.workload, r.weights, r.device)
@@ -442,7 +437,7 @@ def _blocks(cells: list[Cell], shorts: dict[str, str], backends: list[str]) -> l
         for o in candidates)]
     blocks: list[tuple[tuple, int | None, dict[str, str], Block]] = []
     for co, bs, prm, first in kept:
-        block = Block(*co, bs, {p: first.block_params[p] for p in shorts if p in first.block_params}, shorts)
+        block = Block(*co, bs, {p: first.block_params[p] for p in shorts if p in first.block_params}, shorts, cat)
         blocks.append((co, bs, prm, block))
     for co, bs, prm, c in keyed:
         for bco, bbs, bprm, block in blocks:
@@ -454,7 +449,7 @@ def _blocks(cells: list[Cell], shorts: dict[str, str], backends: list[str]) -> l
         prm = canon(c.block_params)
         fits = [b for bco, _, bprm, b in blocks if bco[:2] == coords(c)[:2] and _consistent(prm, bprm)]
         if not fits:
-            own = Block(*coords(c), None, dict(c.block_params), shorts)
+            own = Block(*coords(c), None, dict(c.block_params), shorts, cat)
             blocks.append((coords(c), None, prm, own))
             fits = [own]
         for block in fits:

@@ -1,8 +1,9 @@
 """Workload kinds, registered the way engines are: `runners/workload/<kind>.py` sets `WORKLOAD`.
 
-A workload kind names the head it needs (`task`) and drives an engine through warm-up and timed
-repeats at one batch size, returning a measured point. Adding a kind is adding a module and a
-`conf/workload/<name>.yaml` with `kind: <module>`; nothing else lists it.
+A workload kind names the head it needs (`task`), the engine calls it drives (`calls`), the metrics it
+measures (`metrics`, declared beside the code that computes them), and drives an engine through
+warm-up and timed repeats at one batch size, returning a measured point. Adding a kind is adding a
+module and a `conf/workload/<name>.yaml` with `kind: <module>`; nothing else lists it.
 """
 from __future__ import annotations
 
@@ -23,6 +24,6 @@ def workload(kind: str) -> Any:
     return importlib.import_module(f"{__name__}.{kind}").WORKLOAD
 
 
-def workload_kinds() -> dict[str, str]:
-    """Every registered kind and the model head (task) it needs."""
-    return {name: workload(name).task for name in _kind_names()}
+def workload_kinds() -> dict[str, Any]:
+    """Every registered kind by name."""
+    return {name: workload(name) for name in _kind_names()}

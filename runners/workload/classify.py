@@ -6,16 +6,26 @@ from typing import Any, Callable
 
 import numpy as np
 
-from backends.contract import Engine, RunFailure
+from backends.contract import Engine, Metric, RunFailure
 from runners.record.schema import Point
 from runners.workload.inputs import token_ids
 from runners.workload.loop import measure
+
+CLS = "sequence_classification"
+METRICS = (
+    Metric("per_example_ms", "Latency, ms/example", "lower", "speed", "repeats", task=CLS),
+    Metric("examples_per_s", "Examples/s", "higher", "speed", "repeats", task=CLS),
+    Metric("batch_ms", "Latency per batch, ms", "lower", "speed", "repeats", task=CLS),
+    Metric("energy_per_example_mj", "Energy per example (whole GPU), mJ", "lower", "efficiency", "point", task=CLS),
+)
 
 
 @dataclass(frozen=True)
 class Classify:
     kind: str = "classify"
-    task: str = "sequence_classification"
+    task: str = CLS
+    calls: tuple[str, ...] = ("classify",)
+    metrics: tuple[Metric, ...] = METRICS
 
     def run(self, engine: Engine, wl: Any, batch_size: int, vocab_size: int, device: str,
             progress: Callable[[], None]) -> Point:

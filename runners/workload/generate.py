@@ -4,16 +4,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from backends.contract import Engine, RunFailure, StepTimer
+from backends.contract import Engine, Metric, RunFailure, StepTimer
 from runners.record.schema import Point
 from runners.workload.inputs import token_ids
 from runners.workload.loop import measure
+
+GEN = "causal_lm"
+METRICS = (
+    Metric("ttft_ms", "TTFT, ms", "lower", "speed", "repeats", task=GEN),
+    Metric("tpot_ms", "Decode time per output token (TPOT), ms", "lower", "speed", "repeats", task=GEN),
+    Metric("e2e_ms", "End-to-end latency per request, ms", "lower", "speed", "repeats", task=GEN),
+    Metric("output_tokens_per_s", "Output tokens/s", "higher", "speed", "repeats", task=GEN),
+    Metric("total_tokens_per_s", "Total (prompt + output) tokens/s", "higher", "speed", "repeats", task=GEN),
+    Metric("requests_per_s", "Requests/s", "higher", "speed", "repeats", task=GEN),
+    Metric("energy_per_output_token_mj", "Energy per output token (whole GPU), mJ", "lower", "efficiency", "point",
+           task=GEN),
+)
 
 
 @dataclass(frozen=True)
 class Generate:
     kind: str = "generate"
-    task: str = "causal_lm"
+    task: str = GEN
+    calls: tuple[str, ...] = ("generate",)
+    metrics: tuple[Metric, ...] = METRICS
 
     def run(self, engine: Engine, wl: Any, batch_size: int, vocab_size: int, device: str,
             progress: Callable[[], None]) -> Point:

@@ -45,7 +45,7 @@ def measure(engine: Engine, wl: Any, batch_size: int, device: str, once: Once,
         free_memory()
         point.status, point.reason = failure.status, failure.reason
         return point
-    point.metrics = {k: vars(Stat.of(v)) for k, v in samples.items()}
+    point.metrics = {k: Stat.of(v) for k, v in samples.items()}
     point.metrics.update({k: round(v, 1) for k, v in watch.peaks.values_mib.items()})
     point.absent.update(watch.peaks.absent)
     key, units = energy_unit

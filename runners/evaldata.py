@@ -196,3 +196,21 @@ def classification_metrics(
         "accuracy": float(tp.sum() / t.size),
         "macro_f1": float(f1[present].mean()),
     }
+
+
+CALIBRATION_WHAT = ("bbc-news train split (bbc_split seed 0, test_fraction 0.2; eval uses the test split), "
+                    "round-robin by class")
+
+
+def calibration_texts() -> tuple[list[str], str]:
+    """Texts to calibrate a quantizer on, and what they are: the BBC News *train* split (quality reads the
+    test split of the same `bbc_split`), round-robin over classes."""
+    train, _ = quality_split()
+    return [text for text, _ in interleave_by_label(train)], CALIBRATION_WHAT
+
+
+class BbcTexts:
+    """The texts an engine may ask for (backends.contract.Texts)."""
+
+    def calibration_texts(self) -> tuple[list[str], str]:
+        return calibration_texts()
