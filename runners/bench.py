@@ -59,9 +59,8 @@ def _sweep_root(hc) -> Path:
 
 
 def _unwritable(exc: OSError, where: Path) -> str:
-    message = f"cannot write results under {where}: {exc.strerror or exc}"
-    print(f"error: {message}; the records that finished are kept", file=sys.stderr)
-    return message
+    """Why results could not be written; the sweep says it once (runners.sweep.Sweep.job_ended)."""
+    return f"cannot write results under {where}: {exc.strerror or exc}"
 
 
 _WRITE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EFBIG, errno.EPERM)

@@ -138,7 +138,11 @@ class Sweep:
 
     def job_ended(self, job_return: Any) -> None:
         value = getattr(job_return, "_return_value", None)
-        self.outcomes.append(value if isinstance(value, JobOutcome) else JobOutcome("crash"))
+        outcome = value if isinstance(value, JobOutcome) else JobOutcome("crash")
+        if outcome.unwritable and not any(o.unwritable for o in self.outcomes):
+            # One line per sweep for a full disk or a read-only folder; the sweep's end reports it too.
+            print(f"error: {outcome.unwritable}; the records that finished are kept", file=sys.stderr)
+        self.outcomes.append(outcome)
 
     def close(self, baseline: str | None, html: bool) -> int:
         """Write the sweep's table and report, release the folder; the sweep's exit code."""

@@ -180,11 +180,12 @@ def _tee(cmd: list[str], log_path: Path, timeout_s: float, env: dict[str, str]) 
 
 def _context(run):
     from backends.contract import EngineContext, cache_dir
+    from runners.evaldata import BbcTexts
     from backends.vllm.args import llm_kwargs
     from runners.open.files import ModelFiles
 
     files = ModelFiles(run.model, run.weights, "causal_lm", run.model.num_labels, "cuda")
-    ctx = EngineContext(run=run, device="cuda", files=files, cache_dir=cache_dir(), num_labels=run.model.num_labels)
+    ctx = EngineContext(run=run.engine_view("cuda"), files=files, texts=BbcTexts(), cache_dir=cache_dir())
     return files, llm_kwargs(run.backend.options, ctx)
 
 

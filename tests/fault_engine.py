@@ -33,6 +33,7 @@ class FaultEngine(Engine):
         if options.fault == "missing":
             self.requires = ("quantbench_no_such_package",)
         self._calls = 0
+        self._first_batch: int | None = None  # the first batch size the workload drove
 
     def check(self):
         if self.options.fault == "unsupported":
@@ -49,11 +50,13 @@ class FaultEngine(Engine):
 
     def _step(self, batch_size: int) -> None:
         self._calls += 1
+        if self._first_batch is None:
+            self._first_batch = batch_size
         if self.options.fault == "oom_above_batch" and batch_size > self.options.oom_above_batch:
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (fault engine)")
-        if self.options.fault == "segfault_after_first" and batch_size > self.ctx.run.workload.batch_sizes[0]:
+        if self.options.fault == "segfault_after_first" and batch_size > self._first_batch:
             os.kill(os.getpid(), signal.SIGSEGV)
-        if self.options.fault == "interrupt_after_first" and batch_size > self.ctx.run.workload.batch_sizes[0]:
+        if self.options.fault == "interrupt_after_first" and batch_size > self._first_batch:
             raise KeyboardInterrupt  # what Ctrl-C or a scheduler's SIGINT does mid-run
         time.sleep(self.options.step_ms / 1e3)
 

@@ -12,6 +12,7 @@ pytest.importorskip("onnxscript")
 torch = pytest.importorskip("torch")
 
 from backends.contract import EngineContext, RunFailure  # noqa: E402
+from runners.evaldata import BbcTexts  # noqa: E402
 from backends.onnxruntime import (  # noqa: E402
     CPU_EP, CUDA_EP, OnnxRuntimeEngine, Options, left_pad, node_placement, placement_text, resolve_providers,
 )
@@ -54,10 +55,11 @@ def make_engine(options: dict | None = None, *, arch=LLAMA, task="causal_lm", ki
                      **spec_kw)
     opts = build(Options, options or {}, "backend.options")
     run = RunConfig(backend=BackendSpec("ort_test", "onnxruntime", opts), model=spec,
-                    workload=WorkloadSpec(kind=kind, batch_sizes=[1]), weights=weights, device=device)
-    OnnxRuntimeEngine.validate(run)
+                    workload=WorkloadSpec(kind=kind, batch_sizes=[1]), weights=weights, device=device, task=task)
+    view = run.engine_view(device)
+    OnnxRuntimeEngine.validate(opts, view)
     files = ModelFiles(spec, weights, task, num_labels, device)
-    ctx = EngineContext(run=run, device=device, files=files, cache_dir=ONNX_CACHE["dir"], num_labels=num_labels)
+    ctx = EngineContext(run=view, files=files, texts=BbcTexts(), cache_dir=ONNX_CACHE["dir"])
     return OnnxRuntimeEngine(opts, ctx)
 
 
@@ -188,7 +190,7 @@ def test_fp32_generate_matches_transformers_and_places_nodes():
     assert info["node_placement"] == {CPU_EP: info["nodes_total"]} and info["nodes_total"] > 10
     assert info["placement"] == f"CPU {info['nodes_total']}/{info['nodes_total']} nodes"
     stats = engine.artefact_stats()
-    assert stats["export_s"] > 0 and stats["cache_hit"] is False and "quantize_s" not in stats
+    assert stats["export_s"] > 0 and engine.cache_hit is False and "quantize_s" not in stats
 
     prompts = [[3, 14, 15, 92, 65], [35, 89, 79, 32, 38]]
     timer = StepTimer(HostClock())
@@ -207,7 +209,7 @@ def test_score_matches_transformers():
     from transformers import AutoModelForCausalLM
 
     engine = loaded()
-    assert engine.artefact_stats() == {"cache_hit": True}
+    assert (engine.artefact_stats(), engine.cache_hit) == ({}, True)
     seq = list(range(10, 30))
     got = engine.score(seq)
     model = AutoModelForCausalLM.from_pretrained(engine.ctx.files.folder(), dtype=torch.float32).eval()
@@ -224,7 +226,7 @@ def test_quantized_generate_and_cache_reuse(precision, op):
     first = loaded(options)
     info = first.describe()
     stats = first.artefact_stats()
-    assert stats["cache_hit"] is False and stats["quantize_s"] > 0 and "export_s" not in stats  # fp32 export reused
+    assert first.cache_hit is False and stats["quantize_s"] > 0 and "export_s" not in stats  # fp32 export reused
     # every projection but the (tied) LM head
     assert info["graph_ops"][op] == 2 * 7 and info["graph_ops"].get("MatMul", 0) >= 1
     tokens = first.generate([[1, 2, 3, 4]] * 3, 4, StepTimer(HostClock()))
@@ -233,7 +235,7 @@ def test_quantized_generate_and_cache_reuse(precision, op):
     assert lp.shape == (12, 256) and np.allclose(np.exp(lp).sum(-1), 1, atol=1e-3)
 
     again = loaded(options)
-    assert again.artefact_stats() == {"cache_hit": True}
+    assert (again.artefact_stats(), again.cache_hit) == ({}, True)
     assert again.generate([[1, 2, 3, 4]] * 3, 4, StepTimer(HostClock())) == tokens
     assert again.memory_facts()["onnx_artifact_mib"] > 0
 
@@ -241,7 +243,7 @@ def test_quantized_generate_and_cache_reuse(precision, op):
 def test_int4_options_change_the_artifact():
     engine = loaded({"precision": "int4", "block_size": 16, "accuracy_level": 4})
     info = engine.describe()
-    assert engine.artefact_stats()["cache_hit"] is False
+    assert engine.cache_hit is False
     assert info["quantization"]["block_size"] == 16 and info["quantization"]["accuracy_level"] == 4
 
 
@@ -385,7 +387,7 @@ def test_pickle_checkpoint_needs_allow_pickle(tmp_path):
 
     allowed = make_engine(arch=arch, weights="pretrained", path=str(folder), allow_pickle=True)
     allowed.prepare()
-    assert allowed.artefact_stats()["cache_hit"] is False
+    assert allowed.cache_hit is False
     # The export now in the cache is no licence: without the option, the folder is refused still.
     with pytest.raises(RunFailure, match="model.allow_pickle=true"):
         make_engine(arch=arch, weights="pretrained", path=str(folder)).prepare()
@@ -468,7 +470,7 @@ def test_bench_reports_export_apart_from_load_and_keeps_the_console_quiet(tmp_pa
     record = json.loads((run_dir / "record.json").read_text())
     assert record["status"] == "ok", record["reason"]
     load = record["load"]
-    assert load["export_s"] > 0 and load["quantize_s"] > 0 and load["cache_hit"] is False
+    assert load["export_s"] > 0 and load["quantize_s"] > 0 and record["engine_info"]["cache_hit"] is False
     assert load["prepare_s"] >= load["export_s"] + load["quantize_s"]
     assert load["load_s"] < load["export_s"]  # load opens a session; the export is preparation
     assert record["engine_info"]["census"]["quantized_layers"] == 2 * 7

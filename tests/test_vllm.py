@@ -28,6 +28,7 @@ from backends.vllm import logs as L
 from backends.vllm import options as O
 from backends.vllm import outputs as OUT
 from backends.contract import EngineContext, RunFailure
+from runners.evaldata import BbcTexts
 from runners.plan.config import RunConfig, WorkloadSpec
 from backends.contract import HostClock, StepTimer
 from backends.contract import ConfigError
@@ -83,7 +84,9 @@ class FakeFiles:
 
 
 def _ctx(run: RunConfig, files: FakeFiles | None = None, device: str = "cuda") -> EngineContext:
-    return EngineContext(run=run, device=device, files=files or FakeFiles(), cache_dir=Path("/cache"), num_labels=2)
+    """What the runner hands the engine: the run's view, as the planner builds it."""
+    return EngineContext(run=run.engine_view(device), files=files or FakeFiles(), texts=BbcTexts(),
+                         cache_dir=Path("/cache"))
 
 
 # -- registry and YAMLs ---------------------------------------------------------------------------
@@ -314,7 +317,7 @@ def test_pretrained_quantized_without_checkpoint_is_invalid():
 
 
 def test_classify_workload_is_invalid():
-    with pytest.raises(ConfigError, match="generate workloads only"):
+    with pytest.raises(ConfigError, match="vllm engine\\) cannot classify: it implements generate, score"):
         _run("vllm_fp16", "modernbert-base", workload={"kind": "classify", "batch_sizes": [1]})
 
 
@@ -863,7 +866,7 @@ def test_gpu_tiny_dummy_model_generates(tmp_path, monkeypatch, quantization):
                                               "gpu_memory_utilization": 0.3, "enforce_eager": True}},
                model, workload={"kind": "generate", "batch_sizes": [4], "prompt_tokens": 32, "new_tokens": 8})
     files = ModelFiles(run.model, "synthetic", "causal_lm", 2, "cuda")
-    eng = E.VllmEngine(run.backend.options, EngineContext(run, "cuda", files, tmp_path, 2))
+    eng = E.VllmEngine(run.backend.options, EngineContext(run.engine_view("cuda"), files, BbcTexts(), tmp_path))
     assert eng.check() is None
     eng.load()
     try:

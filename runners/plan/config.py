@@ -242,7 +242,9 @@ class RunConfig:
         """The longest sequence any call of the run holds (workload and quality): an engine's context."""
         wl, q = self.workload, self.quality
         need = wl.prompt_tokens + wl.new_tokens if self.task == "causal_lm" else wl.seq_len
-        if q.enabled and self.weights != "synthetic" and self.task == "causal_lm":
+        # Sized for quality whenever it is on (as vLLM runs have always been sized: a context that does not
+        # move with the weights mode keeps synthetic and real runs of one cell comparable).
+        if q.enabled:
             need = max(need, q.eval_tokens + 8)  # scoring: the text plus one generated token, with slack
             need = max(need, 2 * q.generation_tokens)  # greedy generations: prompt + new tokens
         return int(need)
@@ -290,7 +292,9 @@ class RunConfig:
         options = build(engine_class(b["engine"]).Options, b["options"], "backend.options")
         backend = BackendSpec(b["name"], b["engine"], options, b.get("description", ""),
                               build(Expectation, b.get("expect") or {}, "backend.expect"))
-        return build(RunConfig, {**d, "backend": backend})
+        # A record written before the sweep settings left the run config still holds them.
+        run = {k: v for k, v in d.items() if k not in sweep_setting_names()}
+        return build(RunConfig, {**run, "backend": backend})
 
     def to_dict(self) -> dict:
         return as_dict(self)
