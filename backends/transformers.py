@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from backends.compress import Recipe
+from backends.compress import Recipe, build_facts, checkpoint, checkpoint_census
 from backends.contract import (CHECKPOINT_MIB, QUANTIZE_S, WEIGHTS_MIB, ConfigError, CudaClock, Engine, HostClock,
                                LogProbs, RunFailure, WeightCensus, installed_versions)
 
@@ -77,8 +77,6 @@ class TransformersEngine(Engine):
     def prepare(self) -> None:
         super().prepare()
         if self.options.compress is not None:
-            from backends.compress import checkpoint
-
             self.checkpoint = checkpoint(self.ctx, self.options.compress)
 
     def artefact_stats(self) -> dict[str, Any]:
@@ -207,8 +205,6 @@ class TransformersEngine(Engine):
         return info
 
     def _compressed_info(self) -> dict[str, Any]:
-        from backends.compress import build_facts
-
         info: dict[str, Any] = {"recipe": self.options.compress.key()}
         if self.checkpoint is not None:
             b = self.checkpoint
@@ -227,8 +223,6 @@ class TransformersEngine(Engine):
         import torch
 
         if self.checkpoint is not None:
-            from backends.compress import checkpoint_census
-
             return checkpoint_census(self.model, self.checkpoint.folder, int(self.model.get_memory_footprint()))
 
         census = WeightCensus(weights_bytes=int(self.model.get_memory_footprint()))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from backends.contract import ConfigError, content_key
@@ -53,8 +54,6 @@ def _hc_choice(group: str) -> str:
 
 
 def _sweep_root(hc) -> Path:
-    from hydra.types import RunMode
-
     return Path(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else Path(hc.runtime.output_dir)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from runners.plan.cli import normalised
 from runners.record.store import find_records
@@ -153,8 +154,6 @@ class Sweep:
 
 
 def _report_settings(config: Any) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
     report = config.get("report")
     return OmegaConf.to_container(report, resolve=True) if report is not None else {}
 

@@ -13,6 +13,7 @@ import yaml
 
 from backends.compress import CheckpointBuild, Recipe, checkpoint_census
 from backends.contract import ConfigError, EngineContext
+from runners.evaldata import BbcTexts
 from backends.vllm import args as A
 from backends.vllm import engine as E
 from runners.plan.config import RunConfig
@@ -46,7 +47,7 @@ def _run(backend: str, model: str = "tiny", weights: str = "synthetic", device: 
 def _open(run: RunConfig):
     from runners.open.engine import make_engine
 
-    engine = make_engine(run, "cpu")
+    engine = make_engine(run.backend, run.model, run.engine_view("cpu"))
     assert engine.check() is None
     engine.prepare()
     engine.load()
@@ -88,7 +89,7 @@ def test_checkpoint_builds_loads_and_its_census_proves_quantization(backend, bit
     assert verdict(run.backend.expect, census, backend) is None
     info = engine.describe()
     assert info["checkpoint_quantization"]["quant_method"] == "compressed-tensors"
-    assert "quantize_s" in engine.artefact_stats() and engine.artefact_stats()["cache_hit"] is False
+    assert "quantize_s" in engine.artefact_stats() and engine.checkpoint.cache_hit is False
     # The loaded weights are the quantized ones: close to the original, never equal to it.
     name = "model.layers.0.self_attn.q_proj"
     loaded = dict(engine.model.named_modules())[name].weight.detach().float()
@@ -99,7 +100,7 @@ def test_checkpoint_builds_loads_and_its_census_proves_quantization(backend, bit
     assert torch.isfinite(torch.as_tensor(engine.score([1, 2, 3, 4, 5]).values)).all()
     # Built once: a second prepare is a cache hit.
     again = _open(run)
-    assert again.checkpoint.folder == folder and again.artefact_stats()["cache_hit"] is True
+    assert again.checkpoint.folder == folder and again.checkpoint.cache_hit is True
 
 
 @needs_llmc
@@ -148,13 +149,13 @@ class _Files:
 
 
 def _ctx(run):
-    return EngineContext(run=run, device="cuda", files=_Files(), cache_dir=Path("/cache"), num_labels=2)
+    return EngineContext(run=run.engine_view("cuda"), files=_Files(), texts=BbcTexts(), cache_dir=Path("/cache"))
 
 
 @pytest.mark.parametrize("backend", ["vllm_ct_gptq_w4a16", "vllm_ct_awq_w4a16", "vllm_ct_fp8_dynamic"])
 def test_vllm_ct_arguments_point_at_the_built_checkpoint(backend):
     run = _run(backend, model="smollm2-135m", weights="pretrained", device="cuda")
-    E.VllmEngine.validate(run)  # no model.checkpoints entry needed: the engine builds it
+    E.VllmEngine.validate(run.backend.options, run.engine_view("cuda"))  # no model.checkpoints entry needed: the engine builds it
     opts = run.backend.options
     assert opts.quantization == "compressed-tensors" and opts.compress.method == backend[8:].replace("_w4a16", "")
     assert opts.compress.group_size == 64 or opts.compress.method == "fp8_dynamic"
@@ -193,7 +194,7 @@ def test_vllm_ct_synthetic_weights_are_dummy_weights_shaped_by_the_recipe():
     for backend, fmt in (("vllm_ct_gptq_w4a16", "pack-quantized"), ("vllm_ct_fp8_dynamic", "float-quantized")):
         run = _run(backend, model="tiny", device="cuda")
         files = Files()
-        ctx = EngineContext(run=run, device="cuda", files=files, cache_dir=Path("/cache"), num_labels=2)
+        ctx = EngineContext(run=run.engine_view("cuda"), files=files, texts=BbcTexts(), cache_dir=Path("/cache"))
         kw = A.llm_kwargs(run.backend.options, ctx)
         assert kw["load_format"] == "dummy" and kw["model"] == "/cache/configs/abc"
         qc = files.extra["quantization_config"]

@@ -15,6 +15,7 @@ from runners.report import csvjson, markdown
 from runners.report.outputs import markdown_for, write_outputs
 from runners.report.table import build, relative_pct
 
+from .conftest import ROOT
 from .test_report_fixtures import (BACKENDS, GPU_ENV, config, gen_point, rate, record, stat,
                                    twelve_cell_sweep)
 
@@ -307,3 +308,27 @@ def test_environment_block_and_title():
     assert "| CPU | AMD EPYC 7B13 ×2 |" in env and "| Torch threads | 2 |" in env
     assert "| bnb_int8 | new_tokens=8 | ok | 3.5 → 4.1 (busy) | 2 | 2 |" in env
     assert "| fp32 | new_tokens=4 | ok | 0.5 → 1.2 | 2 | 2 |" in env
+
+
+@pytest.mark.parametrize("folder, version", [("results/h100/claim1_generate", 1), ("results/cpu/ct_smollm2", 2)])
+def test_records_written_before_the_typed_boundary_still_load_and_render(folder, version):
+    """Committed records of schema 1 and 2 (no declarations, flat quality, no peak_vram_mib) are upgraded
+    on read: the report renders them with their quality and the VRAM figure the old report derived."""
+    import json
+
+    from runners.record.store import scan
+    from runners.report.markdown import document
+
+    root = ROOT / folder
+    assert {json.loads(p.read_text()).get("schema_version") for p in root.rglob("record.json")} == {version}
+    found = scan(root)
+    assert found.damaged == [] and found.records
+    assert all(r.schema_version == version and r.declared == [] for r in found.records)
+    md = document(build(found.records, root=root))
+    assert "damaged" not in md.lower() and "| Status | ok" in md
+    if version == 1:  # GPU records: the largest per-process VRAM reading, derived as before
+        assert "| Peak VRAM (largest per-process reading), MiB |" in md
+    else:  # real weights: the flat quality block reads as metrics and facts
+        fp32 = next(r for r in found.records if r.backend == "fp32")
+        assert fp32.quality.metrics["kl_mean_nats"] == 0 and fp32.quality.reference == "fp32"
+        assert "| KL vs reference, mean (nats) |" in md

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from backends.contract import RunFailure, build_once, cache_dir, content_key, installed_versions
+from backends.compress.census import checkpoint_summary
 from backends.compress.recipe import Recipe
 
 CONSOLE = logging.getLogger("quantbench")
@@ -35,8 +36,6 @@ class CheckpointBuild:
 
 def build_facts(build: CheckpointBuild, recipe: Recipe) -> dict[str, Any]:
     """What every engine running a built checkpoint reports in describe()."""
-    from backends.compress.census import checkpoint_summary
-
     return {"recipe": recipe.key(), "checkpoint": str(build.folder),
             "checkpoint_quantization": checkpoint_summary(build.folder), "calibration": build.info.get("calibration"),
             "built_with": build.info.get("versions"), "built_quantize_s": build.info.get("quantize_s"),

@@ -25,6 +25,7 @@ import math
 import time
 from typing import Any
 
+from backends.compress import build_facts, checkpoint
 from backends.contract import (CHECKPOINT_MIB, KV_CACHE_MIB, QUANTIZE_S, WEIGHTS_MIB, ConfigError, Engine, LogProbs,
                                Metric, RunFailure, WeightCensus, installed_versions)
 from backends.vllm.args import (auto_max_model_len, gptq_block_modules, llm_kwargs, model_source, needs_build,
@@ -120,8 +121,6 @@ class VllmEngine(Engine):
     def prepare(self) -> None:
         o = self.options
         if needs_build(o, self.ctx.run):
-            from backends.compress import checkpoint
-
             self.built = checkpoint(self.ctx, o.compress)
         model_source(o, self.ctx, self.built)  # config-only folder for dummy weights; real files otherwise
 
@@ -238,8 +237,6 @@ class VllmEngine(Engine):
         if self.injected_qcfg:
             info["synthetic_quantization_config"] = self.injected_qcfg
         if self.built is not None:
-            from backends.compress import build_facts
-
             info.update(build_facts(self.built, o.compress))
         if self.kwargs:
             info["llm_kwargs"] = {k: v for k, v in self.kwargs.items() if k != "model"}

@@ -18,6 +18,8 @@ import warnings
 from pathlib import Path
 from typing import IO, Any, Callable
 
+from tqdm import tqdm
+
 from backends import engine_class
 from backends.contract import ConfigError, MetricError, RunFailure
 from runners import catalogue
@@ -48,8 +50,6 @@ def new_record(plan: Plan) -> RunRecord:
 
 
 def _progress_bar(total: int, desc: str, console: IO[str]):
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=desc, unit="call", file=console, dynamic_ncols=True, leave=False)
 
 

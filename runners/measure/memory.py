@@ -17,6 +17,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import psutil
+
 from backends.contract import Metric
 from backends.contract.nvml import visible_handles
 
@@ -54,8 +56,6 @@ class _ProcessTree:
     only reads the known processes' memory."""
 
     def __init__(self, refresh_s: float = 1.0):
-        import psutil
-
         self._psutil = psutil
         self._me = psutil.Process()
         self._refresh_s = refresh_s

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from backends import engine_class
 from runners.plan.config import BackendYaml, section_types
 from runners.plan.search import GROUPS, ConfigSearch
 
@@ -58,8 +59,6 @@ def _values(raw: str) -> list[str] | None:
 def _fields(section: str, selected: list[dict], search: ConfigSearch) -> tuple[set[str], list[dict]]:
     """Valid keys of a section and the YAML mappings that set it (one per selected group option)."""
     if section == "backend.options":
-        from backends import engine_class
-
         names: set[str] = set()
         for y in selected:
             if "engine" in y:

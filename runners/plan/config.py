@@ -14,9 +14,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+# Engine and workload-kind modules import nothing heavy at top level: the registries cost milliseconds.
+from backends import engine_class
 from backends.contract import ConfigError, EngineRun, ModelFacts
 from runners.plan.strict import as_dict, build, non_negative, positive
 from runners.policy import quality_calls
+from runners.workload import workload, workload_kinds
 
 Task = Literal["causal_lm", "sequence_classification"]
 Weights = Literal["auto", "pretrained", "synthetic"]
@@ -215,8 +218,6 @@ class RunConfig:
             # A model we can load without a hub runs on its real weights; anything else measures speed
             # on random weights and says so, rather than failing on a hub the machine cannot reach.
             weights = "pretrained" if model.has_local_weights else "synthetic"
-        from runners.workload import workload_kinds
-
         kinds = workload_kinds()
         if workload.kind not in kinds:
             raise ConfigError(f"workload.kind: {workload.kind!r} is not valid; choose one of "
@@ -233,8 +234,6 @@ class RunConfig:
 
     def calls(self) -> frozenset[str]:
         """The engine calls this run makes: its workload kind's, and quality's."""
-        from runners.workload import workload
-
         return frozenset(workload(self.workload.kind).calls) | quality_calls(self.quality.enabled, self.weights,
                                                                            self.task)
 
@@ -286,8 +285,6 @@ class RunConfig:
     @staticmethod
     def from_plan(d: dict) -> "RunConfig":
         """Rebuild a config that `from_dict` already validated (serialised with `to_dict`)."""
-        from backends import engine_class
-
         b = d["backend"]
         options = build(engine_class(b["engine"]).Options, b["options"], "backend.options")
         backend = BackendSpec(b["name"], b["engine"], options, b.get("description", ""),
@@ -358,8 +355,6 @@ def section_types() -> dict[str, type]:
 
 def backend_spec(yaml_data: dict | None, name: str) -> tuple[BackendSpec, type]:
     """A backend YAML's mapping -> its validated spec and engine class (for the run and its reference)."""
-    from backends import engine_class  # light: engine modules import nothing heavy at top level
-
     if not yaml_data:
         raise ConfigError(f"backend {name!r} names no engine")
     backend = build(BackendYaml, yaml_data, "backend")

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from backends.contract import ConfigError
+
 GROUPS = ("backend", "model", "workload")
 
 
@@ -80,8 +82,6 @@ class ConfigSearch:
         the option it names, as Hydra composes it."""
         path = self.choices(group).get(name)
         if path is None:
-            from backends.contract import ConfigError
-
             raise ConfigError(f"unknown {group} {name!r}; valid {group}s: {', '.join(sorted(self.choices(group)))}")
         data = yaml.safe_load(path.read_text()) or {}
         defaults = data.pop("defaults", None) or []

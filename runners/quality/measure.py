@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from backends.contract import Metric
+from runners.evaldata import BBC_LABELS, bbc_label_ids, classification_metrics, interleave_by_label, quality_split
 from runners.measure.failures import classify_exception
 from runners.plan.config import RunConfig
 from runners.policy import decoder_quality_applies
@@ -137,8 +138,6 @@ def compare(ref: Outputs, cur: Outputs) -> dict[str, Any]:
 # -- classifiers ----------------------------------------------------------------------------------
 def classifier_quality(engine, run: RunConfig) -> dict[str, Any]:
     """Accuracy and macro-F1 (%) on the model's labelled held-out set, through engine.classify."""
-    from runners.evaldata import BBC_LABELS, bbc_label_ids, classification_metrics, interleave_by_label, quality_split
-
     model = run.model
     if model.eval_data is None:
         return {"absent": f"model {model.name} has no labelled evaluation set (model.eval_data)"}

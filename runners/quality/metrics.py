@@ -1,6 +1,6 @@
 """Quality metric math on next-token log-probabilities: numpy only (no engine, no torch).
 
-A distribution set is anything with `values` and `indices` (backends.base.LogProbs): `values` [T, V]
+A distribution set is anything with `values` and `indices` (backends.contract.LogProbs): `values` [T, V]
 with `indices` None holds full distributions; `values` [T, k] with `indices` [T, k] (token ids, -1 for
 an empty slot) holds only each position's top k (vLLM). Row t is the distribution of token t + 1.
 """

@@ -32,6 +32,7 @@ import numpy as np
 
 from backends import engine_class
 from backends.contract import HostClock, LogProbs, StepTimer, build_once, cache_path
+from backends.contract.artefacts import damage
 from runners.evaldata import eval_text
 from runners.measure.env import package_versions
 from runners.open.files import ModelFiles
@@ -79,8 +80,6 @@ def reference_path(ref: RunConfig, device: str) -> Path:
 
 
 def ready(path: Path) -> bool:
-    from backends.contract.artefacts import damage
-
     return damage(path) is None
 
 

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from backends.contract import build_once, builder_lock, cache_path, installed_versions, invalidate
 from backends.contract.artefacts import MANIFEST, write_manifest
 from runners.evaldata import BBC_LABELS, bbc_label_ids, bbc_split, classification_metrics
@@ -153,7 +155,6 @@ def _load_classifier(path: Path, **kwargs):
 def predict(model_dir: Path, texts: list[str], max_length: int, progress: bool = True) -> list[int]:
     """Argmax labels of the saved folder's own forward (tokenizer + model from `model_dir`)."""
     import torch
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
@@ -171,7 +172,6 @@ def train_minilm_bbc(out_dir: Path, seed: int = 0, progress: bool = True) -> dic
     """Train into `out_dir` (HF folder + `metrics.json`) and return the metrics dict."""
     import torch
     import torch.nn.functional as F
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer
 
     hp = HPARAMS

@@ -6,7 +6,7 @@
 (or `report.require=...` / `report.maximize=...` / `report.minimize=...` in the sweep's config).
 
 **Constraints** (`--require`): `METRIC OP NUMBER[UNIT]`, separated by commas.
-- METRIC: any key of the metrics registry (`kl_mean_nats`), or the key without its unit (`kl_mean`,
+- METRIC: any declared metric key (`kl_mean_nats`), or the key without its unit (`kl_mean`,
   `peak_vram`, `ttft`). A metric measured over repeats takes a statistic before its unit:
   `ttft_p90`, `ttft_p90_ms`, `output_tokens_p10_per_s`, `tpot_max`, `e2e_cv` — statistics `median`
   (the default), `mean`, `min`, `max`, `p1`, `p10`, `p50`, `p90`, `p99` (from the stored samples) and

@@ -9,6 +9,7 @@ from pathlib import Path
 from runners.record.schema import RunRecord
 from runners.record.store import find_records, scan
 from runners.report import choose, csvjson, markdown
+from runners.report import html as html_writer
 from runners.report.table import Table, build, configured
 
 FILES = {"table": "table.md", "csv": "table.csv", "rows": "rows.jsonl", "records": "results.jsonl",
@@ -83,8 +84,6 @@ def write_report(root: Path, report: Report, html: bool = True) -> Written:
     csvjson.write_rows_jsonl(paths["rows"], rows)
     csvjson.write_records_jsonl(paths["records"], report.table)
     if html and report.table.records:
-        from runners.report import html as html_writer  # matplotlib only when a page is wanted
-
         html_writer.write(root, report.table, report.decision)
     else:
         paths.pop("report")
