@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -20,13 +21,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from backends.contract import ConfigError, content_key
+from backends.contract.safefs import UnsafePath
 from runners.launch.gpus import visible_gpus
 from runners.launch.job import reject, run_job
 from runners.plan.cli import CliError, check, split_argv
 from runners.plan.planner import plan_run
 from runners.plan.search import ConfigSearch, shipped_conf
 from runners.record.store import find_records
-from runners.sweep import EXIT_USAGE, JobOutcome, latest_same_command, read_sweep_file
+from runners.sweep import EXIT_USAGE, LOCK_FILE, JobOutcome, close_sweep, latest_same_command, read_sweep_file
 
 # A job's folder is named after its own overrides, not its position in the sweep: adding a backend in
 # front of a list must not move the other cells into each other's folders.
@@ -80,7 +82,9 @@ def execute_job(cfg: DictConfig) -> JobOutcome:
         try:
             rec = reject(out_dir, backend=_hc_choice("backend"), model=_hc_choice("model"),
                          workload=_hc_choice("workload"), weights=str(cfg.get("weights")), device=str(cfg.get("device")),
-                         error=str(exc), order=order, sweep_id=sweep_id)
+                         error=str(exc), order=order, sweep_id=sweep_id, root=root)
+        except UnsafePath as err:
+            return JobOutcome("invalid_config", str(err))
         except OSError as err:
             return JobOutcome("invalid_config", _unwritable(err, out_dir))
         return JobOutcome(rec.status)
@@ -94,7 +98,9 @@ def execute_job(cfg: DictConfig) -> JobOutcome:
     print(f"[quantbench] {run.backend.name} ({run.backend.engine}) x {run.model.name} ({run.weights} weights) x "
           f"{run.workload.kind} batch sizes {run.workload.batch_sizes} on {plan.device} -> {out_dir}", file=sys.stderr)
     try:
-        rec = run_job(plan, out_dir)
+        rec = run_job(plan, out_dir, root=root)
+    except UnsafePath as exc:
+        return JobOutcome("crash", str(exc))
     except OSError as exc:
         if exc.errno not in _WRITE_ERRNOS:
             raise
@@ -104,9 +110,45 @@ def execute_job(cfg: DictConfig) -> JobOutcome:
     return JobOutcome(rec.status)
 
 
+class Stopped(BaseException):
+    """A signal (Ctrl-C's SIGINT, SIGTERM) stopped the sweep; a BaseException so that nothing on the way
+    (Hydra included) takes it for a failed cell and goes on with the next one."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.root: Path | None = None  # the sweep's folder, once a cell knows it
+        self.report: dict = {}
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise Stopped(signum)
+
+
 @hydra.main(version_base="1.3", config_path=str(shipped_conf()), config_name="config")
 def _hydra_main(cfg: DictConfig) -> JobOutcome:
-    return execute_job(cfg)  # the sweep (runners.sweep.SweepCallback) reads each cell's outcome from it
+    try:
+        return execute_job(cfg)  # the sweep (runners.sweep.SweepCallback) reads each cell's outcome from it
+    except Stopped as stop:
+        stop.root = _sweep_root(HydraConfig.get())
+        stop.report = OmegaConf.to_container(cfg.report, resolve=True) if cfg.get("report") is not None else {}
+        raise
+
+
+def _stopped(stop: Stopped) -> int:
+    """After a signal: one line, the table of the cells that finished, exit 128 + the signal's number."""
+    name = signal.Signals(stop.signum).name
+    print(f"error: stopped by {name}: the running cell was stopped with its processes (its record says "
+          f"incomplete){'; the table below holds the cells that finished' if stop.root else ''}", file=sys.stderr)
+    if stop.root is not None and stop.root.is_dir():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the table in half
+        try:
+            close_sweep(stop.root, stop.report.get("baseline"), bool(stop.report.get("html", True)), [])
+        except Exception as exc:  # noqa: BLE001 — the exit code below still says what happened
+            print(f"error: the table could not be written ({type(exc).__name__}: {exc})", file=sys.stderr)
+        finally:
+            (stop.root / LOCK_FILE).unlink(missing_ok=True)
+    return 128 + stop.signum
 
 
 _INFO_FLAGS = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
@@ -141,7 +183,14 @@ def main() -> None:
             sys.exit(EXIT_USAGE)
         overrides += _where_to_write(overrides, "-m" in flags or "--multirun" in flags)
     sys.argv = [sys.argv[0], *flags, *overrides]
-    _hydra_main()
+    # Ctrl-C and SIGTERM (a scheduler, `kill`) end a sweep the same way: children stopped, a table of
+    # what finished, exit 130 or 143.
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        _hydra_main()
+    except Stopped as stop:
+        sys.exit(_stopped(stop))
 
 
 if __name__ == "__main__":

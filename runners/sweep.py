@@ -24,6 +24,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
+from backends.contract import safefs
 from runners.plan.cli import normalised
 from runners.record.store import find_records
 from runners.report.outputs import markdown_for, write_outputs
@@ -55,7 +56,12 @@ class JobOutcome:
 
 
 class DirLock:
-    """An exclusive lock on a results directory, held by this process until released."""
+    """An exclusive lock on a results directory, held by this process until released.
+
+    The lock file is removed when the sweep ends (a folder kept in git keeps no lock of a finished
+    sweep); one a crash leaves behind is harmless: flock locks die with their process, so the next
+    sweep takes it. Removing a lock file races with a process that opened it just before: so a
+    holder checks, after locking, that the file it locked is still the one at the path."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -64,13 +70,22 @@ class DirLock:
     def acquire(self) -> str | None:
         """None when held; else who holds it."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
-            os.close(fd)
-            return holder
+        path = self.folder / LOCK_FILE
+        while True:
+            fd = safefs.open_lock(path)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                return holder
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the holder removed the file we locked: lock the one at the path now
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()}, since {dt.datetime.now().isoformat(timespec='seconds')}".encode())
         self.fd = fd
@@ -78,6 +93,10 @@ class DirLock:
 
     def release(self) -> None:
         if self.fd is not None:
+            try:
+                (self.folder / LOCK_FILE).unlink(missing_ok=True)
+            except OSError:  # a read-only or full folder: the stale file stays harmless
+                pass
             fcntl.flock(self.fd, fcntl.LOCK_UN)
             os.close(self.fd)
             self.fd = None
@@ -96,7 +115,7 @@ def write_sweep_file(folder: Path, sweep_id: str, overrides: list[str], report: 
             "first_started_at": old.get("first_started_at") or old.get("started_at")
             or dt.datetime.now().isoformat(timespec="seconds"),
             "report": report if report is not None else old.get("report", {})}
-    (folder / SWEEP_FILE).write_text(json.dumps(data, indent=1))
+    safefs.write_text(folder / SWEEP_FILE, json.dumps(data, indent=1), folder)
 
 
 def read_sweep_file(folder: Path) -> dict[str, Any]:
@@ -125,7 +144,16 @@ class Sweep:
         self.outcomes: list[JobOutcome] = []
 
     def start(self, overrides: list[str], report: dict[str, Any] | None = None) -> None:
-        holder = self.lock.acquire()
+        if self.folder.exists() and not self.folder.is_dir():
+            print(f"error: cannot write results to {self.folder}: it is a file, not a folder; give "
+                  "hydra.sweep.dir (or hydra.run.dir) a folder", file=sys.stderr)
+            raise SystemExit(EXIT_UNWRITABLE)
+        try:
+            holder = self.lock.acquire()
+        except OSError as exc:  # read-only, full, or a link where the lock goes: nothing has run yet
+            why = str(exc) if isinstance(exc, safefs.UnsafePath) else f"cannot write to {self.folder}: {exc.strerror or exc}"
+            print(f"error: {why}", file=sys.stderr)
+            raise SystemExit(EXIT_UNWRITABLE) from None
         if holder is not None:
             print(f"error: {self.folder} is in use by another quantbench sweep ({holder}); wait for it, or give "
                   f"this one its own folder with hydra.sweep.dir=... (or hydra.run.dir=...)", file=sys.stderr)
@@ -186,7 +214,13 @@ class SweepCallback(Callback):
         if self.sweep is None:
             return
         report = config.get("report", {}) or {}
-        code = self.sweep.close(report.get("baseline"), bool(report.get("html", True)))
+        try:
+            code = self.sweep.close(report.get("baseline"), bool(report.get("html", True)))
+        except Exception as exc:  # noqa: BLE001 — Hydra would turn it into a warning and exit 0
+            print(f"error: the sweep's closing step failed ({type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}); "
+                  f"its records are kept in {self.sweep.folder}; rebuild the table with "
+                  f"`python -m runners.report {self.sweep.folder}`", file=sys.stderr)
+            raise SystemExit(EXIT_NOT_OK) from None
         # A single run whose job raised: Hydra reports that exception (and exits 1) after this callback.
         if code != EXIT_OK and not job_failed:
             raise SystemExit(code)
@@ -208,8 +242,9 @@ def close_sweep(root: Path, baseline: str | None, html: bool, outcomes: list[Job
     except OSError as exc:
         print(markdown_for(root, records, baseline))
         if not write_error:
-            print(f"error: cannot write the tables under {root}: {exc.strerror or exc}; the records that finished "
-                  "are kept, the table is printed above", file=sys.stderr)
+            why = str(exc) if isinstance(exc, safefs.UnsafePath) else \
+                f"cannot write the tables under {root}: {exc.strerror or exc}"
+            print(f"error: {why}; the records that finished are kept, the table is printed above", file=sys.stderr)
         return EXIT_UNWRITABLE
     print(written.markdown)
     print("\n".join(f"{label}: {path}" for label, path in written.files()))

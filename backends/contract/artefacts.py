@@ -1,9 +1,12 @@
 """One cache directory for everything quantbench derives (converted models, exports, reference logits).
 
 An entry is a folder built once through a temp sibling and a rename, with a manifest of what it holds
-(file sizes and sampled hashes). A later use checks the manifest first: a truncated or damaged file
-under a completion marker (a full disk, a killed copy, a user's edit) is detected and rebuilt once,
-instead of making every later run crash.
+(each file's size and the SHA-256 of its whole content). Every use checks the manifest first: a
+truncated, resized or edited file under a completion marker (a full disk, a killed copy, a user's
+edit, 16 MiB zeroed inside a weights file) is detected and the entry rebuilt once, instead of a run
+measuring damaged weights and calling them ok. A temp folder a killed build left behind is removed by
+the next build of that entry. An entry that is a symbolic link is refused, never followed: nothing
+outside the cache is deleted or changed.
 """
 from __future__ import annotations
 
@@ -16,12 +19,13 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from backends.contract.safefs import UnsafePath, open_lock, remove_tree, write_text
+
 log = logging.getLogger(__name__)
 
 MANIFEST = ".complete"
-# Hash this much from the start, middle and end of each file: catches truncation and most damage
-# without reading tens of gigabytes of synthetic weights on every run.
-_SAMPLE_BYTES = 1 << 20
+MANIFEST_FORMAT = 2  # 1: sampled hashes (start, middle, end), which missed damage in between
+_CHUNK = 1 << 22
 
 
 class DamagedArtefact(RuntimeError):
@@ -60,37 +64,53 @@ def folder_identity(folder: str) -> Any:
         (f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file())
 
 
-def _sampled_hash(path: Path, size: int) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's whole content (read in 4 MiB chunks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        for offset in sorted({0, max(0, size // 2 - _SAMPLE_BYTES // 2), max(0, size - _SAMPLE_BYTES)}):
-            f.seek(offset)
-            h.update(f.read(_SAMPLE_BYTES))
-    return h.hexdigest()[:16]
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.is_symlink() and p.name != MANIFEST)
 
 
 def write_manifest(folder: Path) -> None:
-    entries = {str(p.relative_to(folder)): [p.stat().st_size, _sampled_hash(p, p.stat().st_size)]
-               for p in _files(folder)}
-    (folder / MANIFEST).write_text(json.dumps({"format": 1, "files": entries}, indent=0))
+    entries = {str(p.relative_to(folder)): [p.stat().st_size, file_sha256(p)] for p in _files(folder)}
+    write_text(folder / MANIFEST, json.dumps({"format": MANIFEST_FORMAT, "files": entries}, indent=0), folder)
+
+
+def check_entry(folder: Path) -> None:
+    """Refuse an entry that is a symbolic link, or that holds one: quantbench follows no link out of its cache."""
+    folder = Path(folder)
+    if folder.is_symlink():
+        raise UnsafePath(f"cache entry {folder} is a symbolic link (to {os.readlink(folder)}); quantbench never "
+                         "writes or deletes through a link: remove the link (the next run rebuilds the entry)")
+    if folder.is_dir():
+        links = [p for p in folder.rglob("*") if p.is_symlink()]
+        if links:
+            raise UnsafePath(f"cache entry {folder} holds a symbolic link ({links[0]}); quantbench never follows "
+                             "one out of its cache: delete the entry (the next run rebuilds it)")
 
 
 def damage(folder: Path) -> str | None:
-    """Why a built entry cannot be trusted (missing marker, a file missing, resized or changed), or None."""
+    """Why a built entry cannot be trusted (missing marker, a file missing, resized or changed), or None.
+    Reads every byte of the entry: the whole-content check the manifest was built for."""
+    check_entry(folder)
     marker = folder / MANIFEST
     if not marker.exists():
         return "not built"
     try:
         manifest = json.loads(marker.read_text())
         entries = manifest["files"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        # Entries from before manifests held the word "ok": trust them as before, rather than rebuild
-        # every cache once; damage in them still shows as a failed load, which rebuilds too.
-        return None if marker.read_bytes().strip() == b"ok" else "damaged completion marker"
+        fmt = manifest.get("format")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError):
+        return "damaged completion marker"
+    if fmt != MANIFEST_FORMAT:
+        return (f"built by an older quantbench (manifest format {fmt}, without whole-content checksums): "
+                "rebuilt once to record them")
     for name, (size, digest) in entries.items():
         path = folder / name
         if not path.is_file():
@@ -98,15 +118,16 @@ def damage(folder: Path) -> str | None:
         actual = path.stat().st_size
         if actual != size:
             return f"{name} is {actual} bytes, was {size} when built"
-        if _sampled_hash(path, actual) != digest:
-            return f"{name} changed since it was built"
+        if file_sha256(path) != digest:
+            return f"{name} changed since it was built (its SHA-256 differs)"
     return None
 
 
 def invalidate(final: Path) -> None:
     """Forget an entry (its marker goes first, so a crash half-way leaves it 'not built')."""
+    check_entry(final)
     (final / MANIFEST).unlink(missing_ok=True)
-    shutil.rmtree(final, ignore_errors=True)
+    remove_tree(final)
 
 
 @contextlib.contextmanager
@@ -122,7 +143,7 @@ def builder_lock(final: Path) -> Iterator[None]:
         yield
         return
     final.parent.mkdir(parents=True, exist_ok=True)
-    with open(final.with_name(final.name + ".lock"), "a") as handle:
+    with os.fdopen(open_lock(final.with_name(final.name + ".lock")), "r+b") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -155,16 +176,18 @@ def _build_locked(final: Path, build: Callable[[Path], object]) -> bool:
     if why != "not built":
         log.warning("cache entry %s is damaged (%s): rebuilding it", final, why)
         invalidate(final)
+    # Temp folders of builds that were killed (their process is gone: this one holds the entry's lock).
+    for stale in final.parent.glob(f"{final.name}.tmp*"):
+        remove_tree(stale)
     tmp = final.with_name(f"{final.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         build(tmp)
         write_manifest(tmp)
-        shutil.rmtree(final, ignore_errors=True)
+        remove_tree(final)
         tmp.rename(final)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
     again = damage(final)
     if again is not None:
         raise DamagedArtefact(f"cache entry {final} is damaged right after a rebuild ({again}); "

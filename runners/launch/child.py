@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
 
+from backends.contract import safefs
 from runners.plan.planner import Plan
 
 _GRACE_S = 10.0
@@ -78,7 +79,7 @@ class _Log:
     """The run's log file, written by two pumps at once."""
 
     def __init__(self, path: Path):
-        self.file = open(path, "ab")
+        self.file = safefs.open_append(path)
         self.lock = threading.Lock()
         self.broken = False
 
@@ -135,7 +136,7 @@ def launch(plan: Plan, workdir: Path, name: str, timeout_s: float,
     console = sys.stderr if console is None else console
     workdir.mkdir(parents=True, exist_ok=True)
     plan_path, log_path = workdir / f"{name}-plan.json", workdir / f"{name}.log"
-    plan_path.write_text(plan.data())
+    safefs.write_text(plan_path, plan.data(), workdir)
     log = _Log(log_path)
     console_r, console_w = os.pipe()
     result_r, result_w = os.pipe()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from backends import engine_class
-from backends.contract import content_key
+from backends.contract import content_key, safefs
 from runners.launch import gpus, worker
 from runners.launch.child import Exit, launch, log_tail
 from runners.plan.planner import Plan
@@ -31,8 +31,9 @@ INCOMPLETE = "run stopped before it finished (interrupted or killed)"
 class RecordWriter:
     """Receives the worker's snapshots; writes the record."""
 
-    def __init__(self, path: Path, fallback: RunRecord):
+    def __init__(self, path: Path, fallback: RunRecord, root: Path | None = None):
         self.path = path
+        self.root = root  # the folder quantbench owns (the sweep's): no link below it is written through
         self.latest = fallback
         self.final = False
         self.error: OSError | None = None  # a write that failed (full disk): raised once the run is over
@@ -44,9 +45,17 @@ class RecordWriter:
         self.final = bool(message.get("final"))
         if not self.final:
             try:
-                write_record(self.path, dataclasses.replace(self.latest, status="incomplete", reason=INCOMPLETE))
+                write_record(self.path, dataclasses.replace(self.latest, status="incomplete", reason=INCOMPLETE),
+                             self.root)
             except OSError as exc:  # this runs in the launcher's reader thread: keep reading
                 self.error = self.error or exc
+
+    def abandon(self, reason: str) -> None:
+        """The run will not finish: write what it measured as `incomplete` (best effort)."""
+        try:
+            write_record(self.path, dataclasses.replace(self.latest, status="incomplete", reason=reason), self.root)
+        except Exception:  # noqa: BLE001 — the signal that brought us here is what matters now
+            pass
 
     def finish(self, exit: Exit | None, timeout_s: float, log_path: Path | None) -> RunRecord:
         record = self.latest
@@ -60,7 +69,7 @@ class RecordWriter:
             record.log_tail = log_tail(log_path)
         if exit is not None and (record.wall_s is None or how is not None):
             record.wall_s = exit.wall_s
-        write_record(self.path, record)
+        write_record(self.path, record, self.root)
         if self.error is not None:
             raise self.error
         return record
@@ -122,24 +131,30 @@ def prepare_reference(plan: Plan, out_dir: Path, isolate: bool, console: IO[str]
     return status
 
 
-def run_job(plan: Plan, out_dir: Path, console: IO[str] | None = None) -> RunRecord:
-    """Reference, then the measured run (in its own process unless `isolate=false`); returns its record."""
+def run_job(plan: Plan, out_dir: Path, console: IO[str] | None = None, root: Path | None = None) -> RunRecord:
+    """Reference, then the measured run (in its own process unless `isolate=false`); returns its record.
+    `root`: the sweep's folder; a link between it and `out_dir` is refused before anything runs."""
     console = sys.stderr if console is None else console
+    safefs.check_path(out_dir / RECORD_NAME, root)
     out_dir.mkdir(parents=True, exist_ok=True)
     keep_other_runs(out_dir, plan.run_id)
     run, isolate = plan.run, plan.settings.isolate
     plan.reference_status = prepare_reference(plan, out_dir, isolate, console)
-    writer = RecordWriter(out_dir / RECORD_NAME, worker.new_record(plan))
-    if not isolate:
-        worker.measure(plan, writer.on_message, console)
-        return writer.finish(None, run.timeout_s, None)
+    writer = RecordWriter(out_dir / RECORD_NAME, worker.new_record(plan), root)
     try:
-        with _gpus_for(plan) as env:
-            exit = launch(plan, out_dir, "run", run.timeout_s, writer.on_message, console, env)
-    except (RuntimeError, TimeoutError) as exc:  # the host lacks the GPUs this cell needs
-        writer.latest.status, writer.latest.reason = "unsupported_hardware", str(exc)
-        writer.final = True
-        return writer.finish(None, run.timeout_s, None)
+        if not isolate:
+            worker.measure(plan, writer.on_message, console)
+            return writer.finish(None, run.timeout_s, None)
+        try:
+            with _gpus_for(plan) as env:
+                exit = launch(plan, out_dir, "run", run.timeout_s, writer.on_message, console, env)
+        except (RuntimeError, TimeoutError) as exc:  # the host lacks the GPUs this cell needs
+            writer.latest.status, writer.latest.reason = "unsupported_hardware", str(exc)
+            writer.final = True
+            return writer.finish(None, run.timeout_s, None)
+    except BaseException:  # a signal stopped the sweep (its children are stopped): the record says so
+        writer.abandon("run stopped by a signal (Ctrl-C or SIGTERM) before it finished")
+        raise
     return writer.finish(exit, run.timeout_s, out_dir / "run.log")
 
 
@@ -157,12 +172,13 @@ def _gpus_for(plan: Plan):
 
 
 def reject(out_dir: Path, *, backend: str, model: str, workload: str, weights: str, device: str, error: str,
-           order: int, sweep_id: str | None) -> RunRecord:
+           order: int, sweep_id: str | None, root: Path | None = None) -> RunRecord:
     """A cell whose config was refused before planning: its row says why (written like every record)."""
     record = start_record(run_id=content_key(backend, error), backend=backend, engine="?", model=model,
                           workload=workload, weights=weights, device=device, config={}, order=order,
                           sweep_id=sweep_id, started_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                           status="invalid_config", reason=error)
+    safefs.check_path(out_dir / RECORD_NAME, root)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_record(out_dir / RECORD_NAME, record)
+    write_record(out_dir / RECORD_NAME, record, root)
     return record

@@ -40,8 +40,10 @@ class ModelFiles:
         self.built: list[Path] = []  # cache entries this run's files came from
 
     def _entry(self, final: Path, build) -> Path:
-        build_once(final, build)
+        # Checked (every byte against the manifest) the first time this run asks for it; the run then
+        # loads what it checked.
         if final not in self.built:
+            build_once(final, build)
             self.built.append(final)
         return final
 

@@ -8,35 +8,25 @@ and say so, and nothing crashes on it.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backends.contract import safefs
 from runners.record.schema import RunRecord
 
 RECORD_NAME = "record.json"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=False, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def write_json_atomic(path: Path, data: Any, root: Path | None = None) -> None:
+    """JSON to `path` through a temp file and a rename, never through a link (backends.contract.safefs);
+    `root`: the folder quantbench owns (a link at it is the user's choice)."""
+    safefs.write_text(path, json.dumps(data, indent=1, sort_keys=False, default=str), root)
 
 
-def write_record(path: Path, record: RunRecord) -> None:
-    write_json_atomic(path, record.to_dict())
+def write_record(path: Path, record: RunRecord, root: Path | None = None) -> None:
+    write_json_atomic(path, record.to_dict(), root)
 
 
 def read_record(path: Path) -> RunRecord:

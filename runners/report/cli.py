@@ -7,9 +7,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from backends.contract.safefs import UnsafePath
 from runners.record.store import scan
 from runners.report import choose
 from runners.report.outputs import build_report, constraints_for, write_report
+
+
+EXIT_UNWRITABLE = 4  # as a sweep that cannot write its results (runners/sweep.py)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     report = build_report(root, found.records, args.baseline, args.require, args.maximize, args.minimize, columns)
-    written = write_report(root, report, not args.no_html)
+    try:
+        written = write_report(root, report, not args.no_html)
+    except OSError as exc:  # a full disk, a read-only folder, a link where an output goes: files stay whole
+        why = str(exc) if isinstance(exc, UnsafePath) else f"cannot write the outputs under {root}: {exc.strerror or exc}"
+        print(report.markdown())
+        print(f"error: {why}; the records are unchanged, the table is printed above", file=sys.stderr)
+        return EXIT_UNWRITABLE
     print(choose.markdown(report.decision) if report.decision else written.markdown)
     print("\n".join(f"{label}: {path}" for label, path in written.files()))
     return 0

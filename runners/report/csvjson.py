@@ -13,6 +13,7 @@ A metric not measured is an empty field, never 0. `pd.read_json("rows.jsonl", li
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -92,21 +93,18 @@ def columns(table: Table, rows: list[dict[str, Any]]) -> list[str]:
     return [k for k in dict.fromkeys(order) if k in present or k in ID_COLUMNS]
 
 
-def write_csv(path: Path, table: Table, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns(table, rows), restval="")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+def csv_text(table: Table, rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=columns(table, rows), restval="")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buf.getvalue()
 
 
-def write_rows_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, default=str) + "\n")
+def rows_jsonl_text(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(row, default=str) + "\n" for row in rows)
 
 
-def write_records_jsonl(path: Path, table: Table) -> None:
-    with open(path, "w") as f:
-        for rec in table.records:
-            f.write(json.dumps(rec.to_dict(), default=str) + "\n")
+def records_jsonl_text(table: Table) -> str:
+    return "".join(json.dumps(rec.to_dict(), default=str) + "\n" for rec in table.records)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 from pathlib import Path
 from typing import Any, Callable
 
+from backends.contract import safefs
 from runners.report import choose, plots
 from runners.report.metrics import GROUPS
 from runners.report.spread import NOISY_CV_PCT
@@ -180,14 +182,23 @@ def _opt(v: Any) -> str:
 
 
 # -- plots and the page ---------------------------------------------------------------------------
-def plot_html(plot: plots.Plot, folder: Path) -> str:
+def plot_html(plot: plots.Plot, folder: Path, root: Path) -> str:
     parts = [f"<h2>{_e(plot.title)}</h2>"]
     path = folder / f"{plot.name}.png"
+    png = None
     if plot.figure is not None:
-        plot.figure.savefig(path, format="png", dpi=100)
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        buf = io.BytesIO()
+        try:
+            plot.figure.savefig(buf, format="png", dpi=100)
+            png = buf.getvalue()
+        except Exception as exc:  # noqa: BLE001 — one plot never costs the rest of the report
+            plot.notes.append(f"This plot could not be drawn ({type(exc).__name__}: {str(exc)[:200]}).")
+    if png is not None:
+        safefs.write_bytes(path, png, root)
+        data = base64.b64encode(png).decode("ascii")
         parts.append(f'<img alt="{_e(plot.title)}" src="data:image/png;base64,{data}">')
     else:
+        safefs.check_path(path, root)
         path.unlink(missing_ok=True)  # a plot from an earlier report of this folder no longer holds
     parts += [f'<p class="note">{_e(n)}</p>' for n in plot.notes]
     return "\n".join(parts)
@@ -203,6 +214,7 @@ def write(root: Path, table: Table, decision: choose.Decision | None = None) -> 
     """Write `root/report.html` and `root/plots/*.png`; returns the page's path."""
     root = Path(root)
     folder = root / PLOTS_DIR
+    safefs.check_path(folder, root)
     folder.mkdir(parents=True, exist_ok=True)
     body = []
     if table.damaged:
@@ -210,10 +222,10 @@ def write(root: Path, table: Table, decision: choose.Decision | None = None) -> 
                     "(listed below).</p>")
     if decision is not None:
         body.append(decision_html(decision))
-    body += [plot_html(p, folder) for p in plots.all_plots(table, pareto_of(decision))]
+    body += [plot_html(p, folder, root) for p in plots.all_plots(table, pareto_of(decision))]
     body += [results_html(table), failures_html(table), damaged_html(table), environment_html(table)]
     path = root / REPORT_NAME
-    path.write_text(page(table.title, "\n".join(b for b in body if b)))
+    safefs.write_text(path, page(table.title, "\n".join(b for b in body if b)), root)
     return path
 
 

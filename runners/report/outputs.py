@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backends.contract import safefs
 from runners.record.schema import RunRecord
 from runners.record.store import find_records, scan
 from runners.report import choose, csvjson, markdown
@@ -75,14 +76,18 @@ def markdown_for(root: Path, records: list[RunRecord], baseline: str | None) -> 
 
 
 def write_report(root: Path, report: Report, html: bool = True) -> Written:
+    """Every output of `root`, each rendered in full first, then replaced atomically (a full disk leaves
+    the previous file whole), never through a link (backends.contract.safefs)."""
     root = Path(root)
     text = report.markdown()
     paths = {k: root / name for k, name in FILES.items()}
-    paths["table"].write_text(text)
     rows = csvjson.flat_rows(report.table)
-    csvjson.write_csv(paths["csv"], report.table, rows)
-    csvjson.write_rows_jsonl(paths["rows"], rows)
-    csvjson.write_records_jsonl(paths["records"], report.table)
+    contents = {"table": text, "csv": csvjson.csv_text(report.table, rows), "rows": csvjson.rows_jsonl_text(rows),
+                "records": csvjson.records_jsonl_text(report.table)}
+    for key in contents:
+        safefs.check_path(paths[key], root)
+    for key, body in contents.items():
+        safefs.write_text(paths[key], body, root)
     if html and report.table.records:
         html_writer.write(root, report.table, report.decision)
     else:

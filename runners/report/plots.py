@@ -388,7 +388,21 @@ def sizes(table: Table, color: dict[str, str]) -> Plot:
     return Plot("sizes", "Speed vs model size", fig, notes)
 
 
+PLOTS = (("speed", "Speed"), ("memory", "Memory"), ("quality", "Speed vs quality"), ("scaling", "Scaling"),
+         ("sizes", "Model sizes"))
+
+
 def all_plots(table: Table, front: Callable[[Block], list[str]]) -> list[Plot]:
+    """Every plot; one that fails to draw becomes a note on the page and never costs the rest of the report."""
     color = colors(table)
-    return [speed(table, color), memory(table, color), quality(table, color, front), scaling(table, color),
-            sizes(table, color)]
+    makers = {"speed": lambda: speed(table, color), "memory": lambda: memory(table, color),
+              "quality": lambda: quality(table, color, front), "scaling": lambda: scaling(table, color),
+              "sizes": lambda: sizes(table, color)}
+    out = []
+    for name, title in PLOTS:
+        try:
+            out.append(makers[name]())
+        except Exception as exc:  # noqa: BLE001 — a plot is an illustration; the tables carry the numbers
+            out.append(Plot(name, title, None, [f"This plot could not be drawn ({type(exc).__name__}: "
+                                                f"{str(exc)[:200]}); the tables below hold every number."]))
+    return out
