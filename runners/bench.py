@@ -9,6 +9,7 @@ engine by name.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import signal
@@ -28,7 +29,10 @@ from runners.plan.cli import CliError, check, split_argv
 from runners.plan.planner import plan_run
 from runners.plan.search import ConfigSearch, shipped_conf
 from runners.record.store import find_records
-from runners.sweep import EXIT_USAGE, LOCK_FILE, JobOutcome, close_sweep, latest_same_command, read_sweep_file
+from runners.plan.config import ReportSpec, SweepSettings
+from runners.report import choose
+from runners.sweep import (EXIT_USAGE, LOCK_FILE, JobOutcome, close_sweep, latest_same_command, read_sweep_file,
+                           swept_backends)
 
 # A job's folder is named after its own overrides, not its position in the sweep: adding a backend in
 # front of a list must not move the other cells into each other's folders.
@@ -172,16 +176,55 @@ def _where_to_write(overrides: list[str], multirun: bool) -> list[str]:
     return [f"{key}={found}"]
 
 
+def _value(overrides: list[str], key: str) -> str | None:
+    for o in overrides:
+        k, sep, v = o.lstrip("+").partition("=")
+        if sep and k == key:
+            return v.strip().strip("'\"") or None
+    return None
+
+
+def check_report_settings(overrides: list[str], search: ConfigSearch) -> None:
+    """report.require / maximize / minimize / baseline, checked before any cell runs (a bad term found
+    after an hour of measuring is an hour lost). Raises CliError; warns about a baseline this command
+    does not run."""
+    try:
+        choose.parse_constraints(_value(overrides, "report.require"))
+        choose.parse_objective(_value(overrides, "report.maximize"), _value(overrides, "report.minimize"))
+    except choose.ConstraintError as exc:
+        raise CliError(str(exc).replace("--require", "report.require").replace("--maximize", "report.maximize")
+                       .replace("--minimize", "report.minimize")) from None
+    baseline = _value(overrides, "report.baseline")
+    if baseline is None:
+        return
+    valid = search.choices("backend")
+    if baseline not in valid:
+        raise CliError(f"report.baseline: unknown backend {baseline!r}; valid backends: {', '.join(sorted(valid))}")
+    swept = swept_backends(overrides) or [search.default_choices().get("backend")]
+    if baseline not in swept:
+        print(f"warning: report.baseline={baseline} is not a backend of this command ({', '.join(map(str, swept))}): "
+              "the table compares against it only where its record is in the folder", file=sys.stderr)
+
+
+def _folder_name_exclusions() -> str:
+    """Sweep settings never name a cell's folder: they change how a sweep runs, not what a cell measures."""
+    keys = [f.name for f in dataclasses.fields(SweepSettings) if f.name != "report"]
+    keys += [f"report.{f.name}" for f in dataclasses.fields(ReportSpec)]
+    return f"hydra.job.config.override_dirname.exclude_keys=[{','.join(keys)}]"
+
+
 def main() -> None:
     """Check the overrides (one clear line for a bad one), then let Hydra compose and run."""
     flags, overrides = split_argv(sys.argv[1:])
     if not _INFO_FLAGS & set(flags):
         try:
             overrides = check(overrides)
+            check_report_settings(overrides, ConfigSearch.from_args(overrides))
         except (CliError, ConfigError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(EXIT_USAGE)
         overrides += _where_to_write(overrides, "-m" in flags or "--multirun" in flags)
+        overrides.append(_folder_name_exclusions())
     sys.argv = [sys.argv[0], *flags, *overrides]
     # Ctrl-C and SIGTERM (a scheduler, `kill`) end a sweep the same way: children stopped, a table of
     # what finished, exit 130 or 143.

@@ -35,6 +35,10 @@ EXIT_OK, EXIT_NOT_OK, EXIT_USAGE, EXIT_LOCKED, EXIT_UNWRITABLE = 0, 1, 2, 3, 4
 
 
 def exit_code(statuses: list[str]) -> int:
+    """0 every run ok; 2 every run refused as invalid input (nothing was measured: a bad command line);
+    1 otherwise (some run or batch size not ok: the table says which)."""
+    if statuses and all(s == "invalid_config" for s in statuses):
+        return EXIT_USAGE
     return EXIT_OK if statuses and all(s == "ok" for s in statuses) else EXIT_NOT_OK
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -18,7 +19,7 @@ from backends.contract import Engine, LogProbs, RunFailure
 @dataclass(frozen=True)
 class Options:
     fault: Literal["none", "oom_above_batch", "missing", "unsupported", "segfault", "hang", "segfault_after_first",
-                   "interrupt_after_first", "fill_disk"] = "none"
+                   "interrupt_after_first", "fill_disk", "native_exit_after_first"] = "none"
     oom_above_batch: int = 1
     step_ms: float = 2.0
 
@@ -56,6 +57,10 @@ class FaultEngine(Engine):
             raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (fault engine)")
         if self.options.fault == "segfault_after_first" and batch_size > self._first_batch:
             os.kill(os.getpid(), signal.SIGSEGV)
+        if self.options.fault == "native_exit_after_first" and batch_size > self._first_batch:
+            # What a native library does on a bad argument (bitsandbytes' csrc/ops.cu): print, then exit.
+            print("Error invalid argument at line 421 in file /src/csrc/ops.cu", file=sys.stderr, flush=True)
+            os._exit(1)
         if self.options.fault == "interrupt_after_first" and batch_size > self._first_batch:
             raise KeyboardInterrupt  # what Ctrl-C or a scheduler's SIGINT does mid-run
         time.sleep(self.options.step_ms / 1e3)

@@ -37,6 +37,15 @@ def test_every_code_and_config_folder_is_a_declared_package():
     assert not missing, f"pyproject.toml [tool.setuptools] packages lacks {missing}: a wheel would not ship them"
 
 
+def _setuptools_version() -> tuple[int, ...]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return tuple(int(p) for p in version("setuptools").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return (0,)
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
@@ -47,7 +56,10 @@ def wheel(tmp_path_factory) -> Path:
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+    # Without build isolation when this environment's setuptools can build the wheel itself (>= 70.1 has
+    # bdist_wheel; no download needed); a fresh venv's older one lets pip fetch what pyproject requires.
+    no_isolation = ["--no-build-isolation"] if _setuptools_version() >= (70, 1) else []
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *no_isolation, "-q",
                            "-w", str(out), str(src)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     [whl] = out.glob("quantbench-*.whl")
@@ -66,11 +78,15 @@ def test_wheel_ships_the_configs_and_every_engine(wheel):
 
 def test_installed_wheel_runs_from_another_folder(wheel, tmp_path):
     env_dir = tmp_path / "venv"
-    # System packages provide torch & co.; the venv's own site-packages (the wheel) come first.
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    # The packages of the interpreter running the tests (torch & co.: a venv's own when the tests run in
+    # one, the system's otherwise) come after the new venv's own site-packages (the wheel). A .pth line
+    # adds them to sys.path without running their .pth files: the checkout's editable install stays out.
+    venv.EnvBuilder(system_site_packages=False, with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"
     site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
+    ours = dict.fromkeys(p for p in sys.path if p.endswith(("site-packages", "dist-packages")))
+    Path(site, "quantbench-test-parent.pth").write_text("".join(f"{p}\n" for p in ours))
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", site, str(wheel)],
                    check=True, capture_output=True, timeout=300)
     # The checkout's editable install must not be what answers: clear any path pointing back at it.

@@ -64,9 +64,12 @@ def record(backend: str, points: list[Point], order: int = 0, engine: str = "tra
     if "declared" not in kw and engine in engine_names():
         task = "causal_lm" if workload == "generate" else "sequence_classification"
         kw["declared"] = for_run(workload_kind(workload), engine_class(engine), task).to_list()
+    cfg = cfg if cfg is not None else config(backend)
+    if isinstance(cfg.get("backend"), dict):  # what the runner writes: a record names what its config says
+        cfg = {**cfg, "backend": {**cfg["backend"], "name": backend, "engine": engine}}
     rec = RunRecord(run_id=f"{backend}-{order}", backend=backend, engine=engine, model=model, workload=workload,
                     weights=weights, device=device, status=status, reason=reason,
-                    config=cfg if cfg is not None else config(backend), points=points,
+                    config=cfg, points=points,
                     env=dict(env if env is not None else CPU_ENV), order=order,
                     started_at=f"2026-01-01T00:00:{order:02d}", wall_s=10.0 + order, **kw)
     rec.env.setdefault("load_average", {"start": [0.5, 0.4, 0.3], "end": [1.2, 0.6, 0.4]})

@@ -205,17 +205,6 @@ def test_processes_asking_for_one_entry_at_once_build_it_once(tmp_path):
     assert [p.exitcode for p in procs] == [0, 0, 0]
     assert log.read_text().count("built") == 1
 
-@pytest.fixture
-def small_disk(tmp_path):
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if out.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({out.stderr.strip()}): needs root")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-
-
 def test_full_disk_keeps_finished_records_and_prints_the_table(small_disk):
     sweep = small_disk / "sweep"
     proc = subprocess.run(

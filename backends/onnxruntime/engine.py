@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from backends.contract import EXPORT_S, QUANTIZE_S, WEIGHTS_MIB, ConfigError, Engine, LogProbs, Metric, RunFailure, WeightCensus
 from backends.contract import build_once, content_key, folder_identity
 from backends.onnxruntime.census import FLOAT_OPS, QUANTIZED_OPS, file_census
-from backends.onnxruntime.export import MODEL_FILE, export_model, refuse_pickle
+from backends.contract.weights import refuse_pickle
+from backends.onnxruntime.export import MODEL_FILE, export_model
 from backends.onnxruntime.options import CPU_EP, CUDA_EP, Options, resolve_providers
 from backends.onnxruntime.placement import node_placement, placement_text, session_ops
 from backends.onnxruntime.progress import Heartbeat, quiet_libraries

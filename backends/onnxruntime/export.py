@@ -22,30 +22,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from backends.contract import RunFailure
+from backends.contract.weights import PICKLE_HINT
 
 MODEL_FILE = "model.onnx"
-# Files from_pretrained would unpickle (arbitrary code) when no safetensors file is there.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-PICKLE_HINT = "set model.allow_pickle=true to allow it (unpickling runs code from the checkpoint)"
-
-
-def pickle_only(folder: str) -> list[str]:
-    """The pickle checkpoints of a local model folder that holds no safetensors weights; else []."""
-    path = Path(folder)
-    if not path.is_dir():
-        return []
-    names = sorted(f.name for f in path.iterdir() if f.is_file())
-    if any(n.endswith(".safetensors") for n in names):
-        return []
-    return [n for n in names if n.endswith(PICKLE_SUFFIXES) and not n.startswith(("training_args", "optimizer"))]
-
-
-def refuse_pickle(folder: str) -> None:
-    """RunFailure when the folder's weights are pickle-only and `model.allow_pickle` is false."""
-    found = pickle_only(folder)
-    if found:
-        raise RunFailure("invalid_config", f"model folder {folder} holds only pickle checkpoints "
-                                           f"({', '.join(found)}), not safetensors: {PICKLE_HINT}")
 
 
 def save_onnx(model: Any, path: Path) -> None:

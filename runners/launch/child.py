@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable
 
+import psutil
+
 from backends.contract import safefs
+from runners.measure.failures import oom_kills
 from runners.plan.planner import Plan
 
 _GRACE_S = 10.0
@@ -60,6 +63,8 @@ class Exit:
     timed_out: bool
     wall_s: float
     messages: list[dict[str, Any]] = field(default_factory=list)
+    oom_killed: bool = False  # the kernel's out-of-memory killer counted a kill while the child ran
+    peak_rss_mib: float | None = None  # the child's process tree, sampled by the launcher
 
     @property
     def last(self) -> dict[str, Any] | None:
@@ -69,8 +74,15 @@ class Exit:
         """(status, reason) when the child did not end by itself, or None."""
         if self.timed_out:
             return "timeout", f"run exceeded timeout_s={timeout_s:g} and was killed"
+        if self.rc == -signal.SIGKILL and self.oom_killed:
+            rss = f" (its process tree peaked at {self.peak_rss_mib:,.0f} MiB of {host_memory_mib():,.0f} MiB)" \
+                if self.peak_rss_mib else ""
+            return "oom", f"host memory: the kernel's out-of-memory killer stopped the worker (SIGKILL){rss}"
         if self.rc != 0:
             what = f"killed by {signal_name(self.rc)}" if self.rc < 0 else f"exited with code {self.rc}"
+            if self.rc == -signal.SIGKILL:
+                what += (" (not by quantbench; the kernel's out-of-memory killer sends SIGKILL too, but counted no "
+                         "kill here)") if not self.oom_killed else ""
             return "crash", f"worker {what}"
         return None
 
@@ -163,6 +175,9 @@ def launch(plan: Plan, workdir: Path, name: str, timeout_s: float,
     for t in threads:
         t.start()
     timed_out = False
+    kills_before = oom_kills()
+    watch = _RssWatch(proc.pid)
+    watch.start()
     try:
         rc = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -172,10 +187,45 @@ def launch(plan: Plan, workdir: Path, name: str, timeout_s: float,
         _kill_group(proc)  # Ctrl-C or a dying sweep: take the child's whole group with us
         raise
     finally:
+        watch.stop()
         for t in threads:
             t.join(timeout=5)
         log.close()
-    return Exit(rc, timed_out, round(time.perf_counter() - t0, 3), messages)
+    kills_after = oom_kills()
+    oom = kills_before is not None and kills_after is not None and kills_after > kills_before
+    return Exit(rc, timed_out, round(time.perf_counter() - t0, 3), messages, oom_killed=oom,
+                peak_rss_mib=watch.peak_mib)
+
+
+class _RssWatch(threading.Thread):
+    """The child's process tree's resident memory, sampled twice a second: the evidence beside an OOM kill."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True, name="child-rss")
+        self.pid = pid
+        self.peak_mib: float | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            root = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        while not self._stop_event.wait(0.5):
+            try:
+                procs = [root, *root.children(recursive=True)]
+                rss = sum(p.memory_info().rss for p in procs) / 2**20
+            except psutil.Error:
+                continue
+            self.peak_mib = max(self.peak_mib or 0.0, rss)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=2)
+
+
+def host_memory_mib() -> float:
+    return psutil.virtual_memory().total / 2**20
 
 
 def _kill_group(proc: subprocess.Popen) -> int:

@@ -20,6 +20,7 @@ from backends import engine_class
 from backends.contract import content_key, safefs
 from runners.launch import gpus, worker
 from runners.launch.child import Exit, launch, log_tail
+from runners.measure.failures import last_error_line
 from runners.plan.planner import Plan
 from runners.quality.reference import is_self, ready, reference_path
 from runners.record.schema import RunRecord, start_record
@@ -64,9 +65,13 @@ class RecordWriter:
             record.status, record.reason = how
         elif not self.final:
             record.status, record.reason = "crash", "worker ended without reporting a result"
-        record.fill_unmeasured()
         if record.status not in ("ok", "partial") and log_path is not None:
             record.log_tail = log_tail(log_path)
+            line = last_error_line(record.log_tail)
+            # A native library that ends the process itself says why only in its own output.
+            if how is not None and how[0] == "crash" and "exited with code" in how[1] and line:
+                record.reason = f"{how[1]}: {line}"
+        record.fill_unmeasured()
         if exit is not None and (record.wall_s is None or how is not None):
             record.wall_s = exit.wall_s
         write_record(self.path, record, self.root)

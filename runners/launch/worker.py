@@ -84,7 +84,8 @@ def measure(plan: Plan, emit: Emit, console: IO[str]) -> RunRecord:
         kind = workload(wl.kind)
         vocab = vocab_size(engine)
         for bs in wl.batch_sizes:
-            with _progress_bar(wl.warmup + wl.repeats, f"{run.backend.name} {wl.kind} bs={bs}", console) as bar:
+            most = wl.max_repeats if wl.repeats == "auto" else wl.repeats
+            with _progress_bar(wl.warmup + most, f"{run.backend.name} {wl.kind} bs={bs}", console) as bar:
                 point = kind.run(engine, wl, bs, vocab, device, bar.update)
             record.points.append(point)
             record.summarize_status()

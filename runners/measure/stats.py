@@ -172,8 +172,8 @@ def median_difference_interval(cell: list[float], baseline: list[float], level: 
                                min_repeats: int = MIN_BOOTSTRAP_REPEATS) -> DifferenceInterval:
     """Percentile bootstrap of median(cell) - median(baseline), each side resampled independently."""
     if len(cell) < min_repeats or len(baseline) < min_repeats:
-        return DifferenceInterval(None, None, reason=f"{TOO_FEW_REPEATS} ({len(cell)} vs {len(baseline)}; "
-                                                     f"the bootstrap needs >= {min_repeats} a side)")
+        return DifferenceInterval(None, None, reason=f"{TOO_FEW_REPEATS}: {len(cell)} vs {len(baseline)}, "
+                                                     f"the bootstrap needs >= {min_repeats} a side")
     a, b = np.sort(np.asarray(cell, dtype=float)), np.sort(np.asarray(baseline, dtype=float))
     ma, mb = _resampled_medians(a, b, resamples)
     # Order statistics, not interpolated percentiles: the difference and its % form then have the

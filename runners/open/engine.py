@@ -10,6 +10,7 @@ from typing import Any
 
 from backends import engine_class
 from backends.contract import Engine, EngineContext, Metric, RunFailure, cache_dir
+from backends.contract.weights import refuse_pickle
 from runners.evaldata import BbcTexts
 from runners.measure.failures import classify_exception
 from runners.measure.memory import MemoryWatcher, free_memory
@@ -54,6 +55,10 @@ def open_engine(engine: Engine, backend: BackendSpec, facts: dict[str, Any]) -> 
     problem = engine.check()
     if problem is not None:
         raise problem
+    run = engine.ctx.run
+    if run.weights == "pretrained" and not run.model.allow_pickle:
+        # Every engine refuses the same way, before any loader could unpickle a checkpoint.
+        refuse_pickle(engine.ctx.files.folder())
     _prepare(engine, facts)
     try:
         _load(engine, facts)

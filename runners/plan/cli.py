@@ -84,6 +84,30 @@ def _bad_shape(arg: str) -> str | None:
     return None
 
 
+def _lexable(arg: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        OverridesParser.create().parse_overrides([arg])
+    except Exception:  # noqa: BLE001 — Hydra's lexer and parser errors share no base class worth naming
+        return False
+    return True
+
+
+def quoted(arg: str) -> str:
+    """An override whose value Hydra's lexer cannot read (`report.require=tpot<=5ms`, a non-ASCII path), with
+    the value quoted the way Hydra reads it; CliError (one line, with the quoting that works) otherwise."""
+    if _lexable(arg):
+        return arg
+    m = _OVERRIDE.match(arg)
+    if m and "'" not in m["value"] and not m["value"].startswith(("[", "{")):
+        fixed = f"{m['prefix'] or ''}{m['key']}='{m['value']}'"
+        if _lexable(fixed):
+            return fixed
+    key = m["key"] if m else arg.split("=", 1)[0]
+    raise CliError(f"cannot read {arg!r}: quote its value for Hydra, inside shell quotes: '{key}=\"...\"'")
+
+
 def check(args: list[str], search: ConfigSearch | None = None) -> list[str]:
     """Validate and normalise overrides; raises CliError with one line."""
     search = search or ConfigSearch.from_args(args)
@@ -92,7 +116,14 @@ def check(args: list[str], search: ConfigSearch | None = None) -> list[str]:
     for a in args:
         if why := _bad_shape(a):
             raise CliError(why)
+    args = [quoted(a) for a in args]
+    for a in args:
         m = _OVERRIDE.match(a)
+        if m and m["key"] in GROUPS and m["value"].strip().startswith("["):
+            # Hydra composes `backend=[a,b]` into one merged config named `?`: never what a user means.
+            items = m["value"].strip()[1:-1]
+            raise CliError(f"{m['key']}={m['value']} is a list, and a run has one {m['key']}; to compare "
+                           f"{m['key']}s, sweep them: -m {m['key']}={items or 'A,B'}")
         if m and m["key"] in GROUPS:
             names = _values(m["value"])
             if names is None:

@@ -18,7 +18,9 @@ from typing import Any, Literal
 from backends import engine_class
 from backends.contract import ConfigError, EngineRun, ModelFacts
 from runners.plan.strict import as_dict, build, non_negative, positive
-from runners.policy import quality_calls
+from runners.evaldata import EVAL_TEXT_DEFAULT
+from runners.measure.stats import CI_LEVEL, min_repeats_for_median_interval
+from runners.policy import decoder_quality_applies, quality_calls
 from runners.workload import workload, workload_kinds
 
 Task = Literal["causal_lm", "sequence_classification"]
@@ -91,17 +93,41 @@ class WorkloadSpec:
     new_tokens: int = 64
     seq_len: int = 128
     warmup: int = 2
-    repeats: int = 10
+    # A number of timed repeats, or "auto": repeat until the primary metric's median has a 95% interval
+    # of half-width under ci_target_pct of the median, or max_repeats or max_seconds is reached.
+    repeats: int | Literal["auto"] = 10
     seed: int = 0
+    ci_target_pct: float = 1.0
+    max_repeats: int = 50
+    max_seconds: float = 300.0  # of timed repeats, warm-up excluded
 
     def __post_init__(self) -> None:
         if not self.batch_sizes:
             raise ConfigError("workload.batch_sizes: give at least one batch size")
         for i, bs in enumerate(self.batch_sizes):
             positive(f"workload.batch_sizes[{i}]", bs)
-        for name in ("prompt_tokens", "new_tokens", "seq_len", "repeats"):
+        for name in ("prompt_tokens", "new_tokens", "seq_len", "max_repeats"):
             positive(f"workload.{name}", getattr(self, name))
+        for name in ("ci_target_pct", "max_seconds"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"workload.{name}: must be a positive number, got {value}")
         non_negative("workload.warmup", self.warmup)
+        self._check_repeats()
+
+    def _check_repeats(self) -> None:
+        if self.repeats == "auto":
+            need = min_repeats_for_median_interval(CI_LEVEL)
+            if self.max_repeats < need:
+                raise ConfigError(f"workload.max_repeats: repeats=auto needs at least {need} (the fewest repeats "
+                                  f"with a {CI_LEVEL:.0%} interval of the median), got {self.max_repeats}")
+            return
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int):
+            raise ConfigError(f"workload.repeats: {self.repeats!r} is not valid; choose a positive integer or 'auto'")
+        positive("workload.repeats", self.repeats)
+
+
+AUTO_REPEAT_FIELDS = ("ci_target_pct", "max_repeats", "max_seconds")
 
 
 @dataclass(frozen=True)
@@ -281,6 +307,14 @@ class RunConfig:
             if not path.is_dir():
                 raise ConfigError(f"model.path {model.path} is a file, not a folder: give the folder that holds "
                                   f"config.json and the weights")
+        q = self.quality
+        if decoder_quality_applies(q.enabled, self.weights, self.task) and q.text not in (None, EVAL_TEXT_DEFAULT):
+            text = Path(q.text).expanduser()
+            if not text.is_file():
+                raise ConfigError(f"quality.text: {q.text} is not a file; give a UTF-8 text file, or leave it null "
+                                  f"for the bundled BBC News text")
+            if not text.read_bytes().strip():
+                raise ConfigError(f"quality.text: {q.text} is empty; quality needs {q.eval_tokens} tokens of text")
 
     @staticmethod
     def from_plan(d: dict) -> "RunConfig":
@@ -294,7 +328,13 @@ class RunConfig:
         return build(RunConfig, {**run, "backend": backend})
 
     def to_dict(self) -> dict:
-        return as_dict(self)
+        d = as_dict(self)
+        if self.workload.repeats != "auto":
+            # The stopping rule of repeats=auto means nothing to a fixed count: leaving it out keeps the
+            # record (and the run's identity) what it was before the rule existed.
+            for key in AUTO_REPEAT_FIELDS:
+                d["workload"].pop(key, None)
+        return d
 
     def identity(self) -> dict:
         """What makes two runs the same measurement (resume skips a run whose identity is done)."""

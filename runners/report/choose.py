@@ -27,9 +27,10 @@ status. A pass or fail whose threshold lies inside the metric's min–max range 
 marked *marginal*. A constraint on a metric that does not apply to a block's workload (TTFT for a
 classifier) is noted and ignored there.
 
-**Ties, spread-aware**: the leader is the best objective value; every other backend whose min–max
-range over the repeats overlaps the leader's (the `n.s.` rule of runners.report.spread) ties with it,
-and the answer says so instead of naming a winner.
+**Ties, spread-aware**: the leader is the best objective value; every other backend whose difference
+from the leader is not significant (its 95% bootstrap interval includes zero, or too few repeats to
+tell: the `n.s.` rule of runners.report.spread) ties with it, and the answer says so instead of
+naming a winner.
 
 **Pareto front** over speed / memory / quality, among the backends that meet every constraint (with
 no constraints: every backend that ran): speed is the objective when it is a speed metric, else the
@@ -317,7 +318,8 @@ def _rank(verdicts: list[Verdict], objective: Objective | None) -> tuple[list[Ve
     if len(tie) > 1:
         ranges = "; ".join(_range_text(v, objective) for v in tie)
         return ranked, [v.column for v in tie], (
-            f"tie between {', '.join(v.column for v in tie)}: their {label} over the repeats overlap ({ranges}), so "
+            f"tie between {', '.join(v.column for v in tie)}: their {label} differ by no more than the repeats can "
+            f"tell (95% interval of the difference includes zero, or too few repeats; {ranges}), so "
             "the difference is inside the measurement spread")
     n = len(meets)
     best = f"{label} {fmt(lead.objective)}"

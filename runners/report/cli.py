@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNWRITABLE
     print(choose.markdown(report.decision) if report.decision else written.markdown)
     print("\n".join(f"{label}: {path}" for label, path in written.files()))
-    return 0
+    for backend, why in report.table.invalid:
+        print(f"warning: the record of {backend} fails its own checks ({why}): shown, never compared or plotted",
+              file=sys.stderr)
+    return 1 if report.table.invalid else 0
 
 
 if __name__ == "__main__":

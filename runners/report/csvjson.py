@@ -4,8 +4,11 @@ and results.jsonl (the records themselves).
 Columns: the cell's coordinates and status; every parameter that varies in the folder (dotted config
 path, e.g. `workload.new_tokens`); `baseline`; each measured registry metric under its key, and for a
 metric measured over repeats its spread columns (see runners.report.spread: `ttft_p90_ms`,
-`output_tokens_p10_per_s`, `<name>_min<unit>`, `<name>_max<unit>`, `<name>_cv_pct`, `<name>_n`), its
-change vs the baseline `<name>_vs_baseline_pct` and `<name>_within_spread` (true: the `n.s.` mark);
+`output_tokens_p10_per_s`, `<name>_min<unit>`, `<name>_max<unit>`, `<name>_cv_pct`, `<name>_n`), the
+median's 95% interval `<name>_ci_low<unit>`, `<name>_ci_high<unit>` (empty below 6 repeats), its
+change vs the baseline `<name>_vs_baseline_pct` with that change's 95% interval
+`<name>_vs_baseline_ci_low_pct`, `<name>_vs_baseline_ci_high_pct` (empty below 5 repeats a side) and
+`<name>_within_spread` (true: the `n.s.` mark, the interval includes 0 or there is none);
 what the engine ran (`linear_kernels`, `census`, `placement`, ...); the host state
 (`load_average_start`, `load_average_end`, `torch_threads`); and `absent_reasons` (`key: why; ...`).
 A metric not measured is an empty field, never 0. `pd.read_json("rows.jsonl", lines=True)` loads it.
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from runners.report.environment import run_env
-from runners.report.metrics import INFO, spread_columns, split_unit, tails
+from runners.report.metrics import INFO, interval_columns, spread_columns, split_unit, tails
 from runners.report.table import Block, Cell, Table, param_text
 
 ID_COLUMNS = ["backend", "engine", "model", "workload", "batch_size", "weights", "device", "status", "reason"]
@@ -43,11 +46,14 @@ def _metric_columns(cell: Cell, block: Block | None, cat) -> dict[str, Any]:
             q1, q2 = tails(m.better)
             values = [sp.quantiles.get(q1), sp.quantiles.get(q2), sp.min, sp.max, sp.cv_pct, sp.n]
             out.update({k: v for k, v in zip(names, values) if v is not None})
+            out.update({k: v for k, v in zip(interval_columns(m)[0], (sp.ci_low, sp.ci_high)) if v is not None})
         cmp = block.compare(cell, m.key) if block is not None else None
         if cmp is not None:
             name = split_unit(m.key)[0]
             if cmp.rel_pct is not None:
                 out[f"{name}_vs_baseline_pct"] = cmp.rel_pct
+            pct = (cmp.ci_low_pct, cmp.ci_high_pct)
+            out.update({k: v for k, v in zip(interval_columns(m)[1], pct) if v is not None})
             if cmp.within_spread is not None:
                 out[f"{name}_within_spread"] = cmp.within_spread
     return out
@@ -87,7 +93,9 @@ def columns(table: Table, rows: list[dict[str, Any]]) -> list[str]:
     order = ID_COLUMNS + [p.path for p in table.params] + ["baseline"]
     for m in table.catalogue:
         name = split_unit(m.key)[0]
-        order += [m.key, *spread_columns(m), f"{name}_vs_baseline_pct", f"{name}_within_spread"]
+        median_ci, change_ci = interval_columns(m)
+        order += [m.key, *spread_columns(m), *median_ci, f"{name}_vs_baseline_pct", *change_ci,
+                  f"{name}_within_spread"]
     order += [i.key for i in INFO] + ENV_COLUMNS + ["absent_reasons"]
     present = {k for r in rows for k in r}
     return [k for k in dict.fromkeys(order) if k in present or k in ID_COLUMNS]

@@ -73,6 +73,15 @@ def _num(v: object) -> str:
     return "—" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def invalid_markdown(table: Table) -> list[str]:
+    if not table.invalid:
+        return []
+    out = ["## Invalid records", "", "These records fail their own checks: their cells are shown as "
+           "`invalid_record`, never compared with another or plotted:", ""]
+    out += [f"- {_md(backend)}: {_md(why)}" for backend, why in table.invalid]
+    return out + [""]
+
+
 def damaged_markdown(table: Table) -> list[str]:
     if not table.damaged:
         return []
@@ -86,6 +95,9 @@ def document(table: Table, decision: choose.Decision | None = None) -> str:
     out = [f"# {table.title}", ""]
     if table.damaged:
         out += [f"**Warning:** {len(table.damaged)} damaged record file(s) left out (listed below).", ""]
+    if table.invalid:
+        out += [f"**Warning:** {len(table.invalid)} record(s) fail their own checks (listed below): shown, never "
+                "compared or plotted.", ""]
     if decision is not None:
         out += [choose.markdown(decision), ""]
     out += ["## Results", "", baseline_line(table), ""]
@@ -93,5 +105,5 @@ def document(table: Table, decision: choose.Decision | None = None) -> str:
         out += ["_no records_", ""]
     for block in table.blocks:
         out += block_markdown(block)
-    out += damaged_markdown(table) + environment_markdown(table)
+    out += invalid_markdown(table) + damaged_markdown(table) + environment_markdown(table)
     return "\n".join(out).rstrip() + "\n"

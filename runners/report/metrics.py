@@ -75,6 +75,14 @@ def spread_columns(m: Metric) -> list[str]:
     return [f"{name}_{q}{unit}" for q in (*tails(m.better), "min", "max")] + [f"{name}_cv_pct", f"{name}_n"]
 
 
+def interval_columns(m: Metric) -> tuple[list[str], list[str]]:
+    """`ttft_ms` -> ([ttft_ci_low_ms, ttft_ci_high_ms], [ttft_vs_baseline_ci_low_pct, ttft_vs_baseline_ci_high_pct]):
+    the median's 95% interval, and that of the change vs the baseline in %."""
+    name, unit = split_unit(m.key)
+    return ([f"{name}_ci_low{unit}", f"{name}_ci_high{unit}"],
+            [f"{name}_vs_baseline_ci_low_pct", f"{name}_vs_baseline_ci_high_pct"])
+
+
 # -- info rows: what the engine says it ran ------------------------------------------------------
 @dataclass(frozen=True)
 class Info:
@@ -92,6 +100,17 @@ def _engine_info(*path: str) -> Callable[[Any], Any]:
     return get
 
 
+def _quality_reference(record: Any) -> str | None:
+    """Which backend a row's quality compares with; a backend compared with itself says so."""
+    q = getattr(record, "quality", None)
+    ref = getattr(q, "reference", None)
+    if not ref:
+        return None
+    if str((getattr(q, "facts", None) or {}).get("reference_source", "")).startswith("self"):
+        return f"{ref} (this backend itself: KL 0 and 100% agreement by definition)"
+    return ref
+
+
 INFO: tuple[Info, ...] = (
     Info("engine", "Engine", lambda r: r.engine if r.engine not in ("", "?") else None),
     Info("quantization_method", "Quantization method, as run", _engine_info("quantization_method")),
@@ -99,6 +118,7 @@ INFO: tuple[Info, ...] = (
     Info("linear_kernels", "Linear kernels, as run", _engine_info("linear_kernels")),
     Info("census", "Weight census (quantized layers, bits/weight)", _engine_info("census", "summary")),
     Info("placement", "Node placement (execution providers)", _engine_info("placement")),
+    Info("quality_reference", "Quality reference", _quality_reference),
 )
 
 

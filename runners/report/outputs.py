@@ -103,4 +103,7 @@ def write_outputs(root: Path, baseline: str | None = None, html: bool = True,
     report = build_report(Path(root), records, baseline)
     for problem in report.problems:
         print(f"warning: {problem}", file=sys.stderr)
+    for backend, why in report.table.invalid:
+        print(f"warning: the record of {backend} fails its own checks ({why}): shown, never compared or plotted",
+              file=sys.stderr)
     return write_report(root, report, html)

@@ -3,12 +3,18 @@
 Only metrics measured over the timed repeats (registry source `repeats`: TTFT, TPOT, end-to-end
 latency, tokens/s, examples/s, ...) have a spread. Each repeat gives one sample; a cell keeps them all.
 
-**n.s. (not significant).** A difference between a cell and its baseline is marked `n.s.` when the
-two cells' ranges of repeats overlap, i.e. `cell.min <= baseline.max and baseline.min <= cell.max`,
-or when either side has fewer than 2 repeats (one sample has no spread to judge by). The rule is
-deliberately conservative: it never needs a distribution assumption, and a difference it calls real
-has every repeat of one side beyond every repeat of the other. Metrics measured once (memory
-peaks, load time, quality) carry no spread and no mark.
+**Intervals** (runners.measure.stats, from the samples, so old records get them too). The median of
+each cell has a distribution-free 95% interval: the order statistics [x_(k), x_(n-k+1)] with the
+largest k whose coverage 1 - 2*BinomCDF(k-1; n, 1/2) is >= 95%; it needs >= 6 repeats, and with
+fewer there is none (the reason says so). The difference to the baseline, median(cell) -
+median(baseline) and the same in % of the baseline median, has a 95% percentile-bootstrap interval:
+each side's samples resampled independently 2000 times, numpy's default_rng seeded by a hash of the
+samples, so a table rebuilt from the same records is the same.
+
+**n.s. (not significant).** A difference is marked `n.s.` unless its 95% interval excludes 0. It has
+no interval, and so is `n.s.`, when either side has fewer than 5 repeats ("too few repeats": the
+bootstrap needs 5 a side) or keeps no samples. Metrics measured once (memory peaks, load time,
+quality) carry no spread and no mark.
 
 **Noisy.** A row is flagged noisy when any of its cells has a coefficient of variation over the
 repeats (standard deviation / mean) above `NOISY_CV_PCT` (10%). On a shared machine that is the sign
@@ -18,20 +24,23 @@ of the run says how busy it was).
 **Spread columns** (csv/jsonl): beside the median `<name><unit>` each repeated metric has
 `<name>_<q><unit>` for its slow tail — p90 and p99 for a time or anything lower-is-better (90% of
 repeats were at least this fast), p10 and p1 for a rate (higher is better: 90% of repeats reached at
-least this rate) — then `<name>_min<unit>`, `<name>_max<unit>`, `<name>_cv_pct` and `<name>_n` (the
-number of repeats). So `ttft_p90_ms` is the 90th percentile of TTFT and `output_tokens_p10_per_s` the
-10th percentile of the per-repeat output rate. Percentiles are linearly interpolated between samples.
+least this rate) — then `<name>_min<unit>`, `<name>_max<unit>`, `<name>_cv_pct`, `<name>_n` (the
+number of repeats) and the median's 95% interval `<name>_ci_low<unit>`, `<name>_ci_high<unit>`; the
+change vs the baseline has `<name>_vs_baseline_ci_low_pct` and `<name>_vs_baseline_ci_high_pct`. So
+`ttft_p90_ms` is the 90th percentile of TTFT and `output_tokens_p10_per_s` the 10th percentile of the
+per-repeat output rate. Percentiles are linearly interpolated between samples.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from runners.measure.stats import percentile
+from runners.measure.stats import (DifferenceInterval, MedianInterval, median_difference_interval, median_interval,
+                                   percentile)
 from runners.report.metrics import Better, is_number, tails
 
 NOISY_CV_PCT = 10.0
-MIN_REPEATS = 2
+NO_SAMPLES = "the record keeps no samples"
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,8 @@ class Spread:
     n: int
     mean: float | None = None
     quantiles: dict[str, float] = field(default_factory=dict)  # "p90" -> value, from the samples
+    samples: tuple[float, ...] = ()  # every repeat, sorted
+    median_ci: MedianInterval | None = None  # the median's 95% interval, or why there is none
 
     @staticmethod
     def of(stat: Any, better: Better) -> "Spread | None":
@@ -64,7 +75,21 @@ class Spread:
         wanted.update({k: v for k, v in q.items() if k not in wanted})
         cv = float(stat["cv_pct"]) if is_number(stat.get("cv_pct")) else None
         mean = float(stat["mean"]) if is_number(stat.get("mean")) else None
-        return Spread(med, lo, hi, cv, n, mean, wanted)
+        ci = median_interval(samples) if samples else MedianInterval(None, None, reason=NO_SAMPLES)
+        return Spread(med, lo, hi, cv, n, mean, wanted, tuple(samples), ci)
+
+    @property
+    def ci_low(self) -> float | None:
+        return self.median_ci.low if self.median_ci else None
+
+    @property
+    def ci_high(self) -> float | None:
+        return self.median_ci.high if self.median_ci else None
+
+    @property
+    def ci_reason(self) -> str | None:
+        """Why the median has no interval; None when it has one."""
+        return self.median_ci.reason if self.median_ci else NO_SAMPLES
 
     def stat(self, name: str) -> float | None:
         """median, mean, min, max, cv, p1/p10/p50/p90/p99 by name; None when not known."""
@@ -79,10 +104,16 @@ class Spread:
         return self.cv_pct is not None and self.cv_pct > NOISY_CV_PCT
 
 
+def difference(a: Spread, b: Spread) -> DifferenceInterval:
+    """The 95% interval of median(a) - median(b) (and in % of b's median), from both sides' samples."""
+    if not a.samples or not b.samples:
+        return DifferenceInterval(None, None, reason=NO_SAMPLES)
+    return median_difference_interval(list(a.samples), list(b.samples))
+
+
 def within_spread(a: Spread | None, b: Spread | None) -> bool | None:
-    """True: the difference is inside the spread (n.s.); False: outside; None: no spread to judge."""
+    """True: the difference is not significant (n.s.: its 95% interval includes 0, or there is no
+    interval); False: significant; None: no spread to judge by."""
     if a is None or b is None:
         return None
-    if a.n < MIN_REPEATS or b.n < MIN_REPEATS:
-        return True
-    return a.min <= b.max and b.min <= a.max
+    return not difference(a, b).significant

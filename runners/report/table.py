@@ -18,17 +18,20 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends.contract import Catalogue
+from backends.contract import Catalogue, WeightCensus
+from runners.open.verify import verdict
+from runners.plan.strict import build as build_config
 from runners.measure.stats import Stat
-from runners.plan.config import coordinate_paths, sweep_setting_names
+from runners.plan.config import Expectation, coordinate_paths, sweep_setting_names
 from runners.record.schema import Point, RunRecord
 from runners.report import environment
 from runners.report.metrics import INFO, Metric, applicable, catalogue, info_text, is_number
-from runners.report.spread import Spread, within_spread
+from runners.report.spread import Spread, difference
 
 SWEEP_FILE = "sweep.json"
 ROUNDED_TO_ZERO = "recorded as 0: smaller than the precision its writer rounded it to"
@@ -200,9 +203,66 @@ def _why(m: Metric, record: RunRecord, point: Point | None) -> tuple[str, bool]:
     return m.absent_default, False
 
 
-def make_cell(record: RunRecord, point: Point | None, cat: Catalogue) -> Cell:
+INVALID = "invalid_record"  # a table status, never a record's: the record fails its own checks
+
+
+def _numbers(value: Any) -> list[float]:
+    if isinstance(value, Stat):
+        return [value.median, value.min, value.max, *value.samples]
+    if isinstance(value, dict):
+        return [v for k, v in value.items() if k in ("median", "min", "max") and isinstance(v, (int, float))]
+    return [value] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+
+
+def _impossible(m: Metric, value: Any) -> str | None:
+    for v in _numbers(value):
+        if not math.isfinite(v):
+            return f"{m.key} is {v}"
+        if v < 0 and m.group != "quality":
+            return f"{m.key} is negative ({v:g})"
+        if m.group == "quality" and ((m.key.endswith("_pct") and not 0 <= v <= 100)
+                                     or (m.key.endswith("_nats") and v < 0)
+                                     or (m.key.endswith("perplexity") and v < 1)):
+            return f"{m.key} is {v:g}, outside what it can be"
+    return None
+
+
+def record_problems(record: RunRecord, cat: Catalogue) -> list[str]:
+    """Why a record cannot be believed as it stands (edited by hand, or written by a broken tool):
+    impossible values (negative or non-finite rates, times, sizes; KL below 0; a percentage outside
+    0-100), a backend name its own config does not give, or a census that fails the expectation its
+    own config states. An empty list: nothing found."""
+    out: list[str] = []
+    for m in cat:
+        for p in record.points:
+            if m.key in p.metrics and (why := _impossible(m, p.metrics[m.key])):
+                out.append(f"batch {p.batch_size} {why}")
+        holder = record.load if m.source == "run" else record.quality.metrics if m.source == "quality" else {}
+        if m.key in holder and (why := _impossible(m, holder[m.key])):
+            out.append(why)
+    backend = (record.config or {}).get("backend") or {}
+    if backend.get("name") not in (None, record.backend):
+        out.append(f"it names backend {record.backend!r}, its config {backend.get('name')!r}")
+    if backend.get("engine") not in (None, record.engine) and record.engine != "?":
+        out.append(f"it names engine {record.engine!r}, its config {backend.get('engine')!r}")
+    census = (record.engine_info or {}).get("census")
+    if record.status in ("ok", "partial") and isinstance(census, dict) and backend.get("expect"):
+        try:
+            why = verdict(build_config(Expectation, backend["expect"], "backend.expect"), WeightCensus.from_dict(census),
+                          record.backend)
+        except Exception as exc:  # noqa: BLE001 — an unreadable census is itself a finding
+            why = f"its census cannot be read ({type(exc).__name__})"
+        if why:
+            out.append(f"its own census contradicts its backend: {why}")
+    return out
+
+
+def make_cell(record: RunRecord, point: Point | None, cat: Catalogue, problems: list[str] | None = None) -> Cell:
     status = point.status if point is not None else record.status
     reason = point.reason if point is not None else record.reason
+    if problems:
+        # Shown, never compared or plotted: a number that cannot be true must not move a verdict.
+        return Cell(record, point, INVALID, f"the record fails its own checks: {'; '.join(problems)}")
     cell = Cell(record, point, status, reason)
     if point is not None and status == "ok" and record.status not in ("ok", "partial"):
         cell.run_note = f"the run then ended: {record.status}"
@@ -230,6 +290,13 @@ def make_cell(record: RunRecord, point: Point | None, cat: Catalogue) -> Cell:
 class Comparison:
     rel_pct: float | None  # (cell - baseline) / baseline, %
     within_spread: bool | None  # True: n.s.; None: no spread to judge by
+    # The 95% interval of the difference of medians (runners.report.spread), in the metric's unit and
+    # in % of the baseline median; None with `reason` when there is none (the difference is then n.s.).
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_low_pct: float | None = None
+    ci_high_pct: float | None = None
+    reason: str | None = None
 
 
 def relative_pct(value: float, base: float) -> float | None:
@@ -285,7 +352,11 @@ class Block:
         a, b = cell.values.get(key), base.values.get(key)
         if a is None or b is None:
             return None
-        return Comparison(relative_pct(a.value, b.value), within_spread(a.spread, b.spread))
+        rel = relative_pct(a.value, b.value)
+        if a.spread is None or b.spread is None:
+            return Comparison(rel, None)
+        d = difference(a.spread, b.spread)
+        return Comparison(rel, not d.significant, d.low, d.high, d.low_pct, d.high_pct, d.reason)
 
     def noisy(self, key: str) -> list[tuple[str, float]]:
         """(column, cv %) of the cells whose repeats of `key` vary more than the noisy threshold."""
@@ -321,6 +392,7 @@ class Table:
     runs: list[environment.RunEnv]
     records: list[RunRecord]
     catalogue: Catalogue = field(default_factory=Catalogue)  # every metric the records declare, in table order
+    invalid: list[tuple[str, str]] = field(default_factory=list)  # (backend, why) of records that fail their checks
 
 
 def _order(rec: RunRecord) -> tuple:
@@ -401,11 +473,12 @@ def build(records: list[RunRecord], baseline: str | None = None, root: Path | No
     name, source, problem = resolve_baseline(records, baseline, sweep_backends, damaged_text, root)
     params, scopes = varying(records)
     cat = catalogue(records)
+    invalid = {id(rec): record_problems(rec, cat) for rec in records}
     cells = []
     for rec in records:
         flat = flatten(rec.config) if rec.config else {}
         for point in rec.points or [None]:
-            cell = make_cell(rec, point, cat)
+            cell = make_cell(rec, point, cat, invalid[id(rec)])
             cell.params = {p.path: flat[p.path] for p in params if p.path in flat}
             cell.block_params = {p.path: flat.get(p.path) for p in params
                                  if rec.config and _scope(rec, p.path) in scopes[p.path]}
@@ -416,7 +489,7 @@ def build(records: list[RunRecord], baseline: str | None = None, root: Path | No
         _set_baseline(block, name, problem)
     return Table(environment.title(records, backends), cells, blocks, params, backends, name, source, problem,
                  damaged_text, environment.summary(records), [environment.run_env(r) for r in records], records,
-                 cat)
+                 cat, [(r.backend, "; ".join(invalid[id(r)])) for r in records if invalid[id(r)]])
 
 
 def _blocks(cells: list[Cell], shorts: dict[str, str], backends: list[str], cat: Catalogue) -> list[Block]:
