@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from backends.contract import ConfigError, content_key
 from backends.contract.safefs import UnsafePath
+from runners import cachecmd
 from runners.launch.gpus import visible_gpus
 from runners.launch.job import reject, run_job
 from runners.plan.cli import CliError, check, split_argv
@@ -215,6 +216,8 @@ def _folder_name_exclusions() -> str:
 
 def main() -> None:
     """Check the overrides (one clear line for a bad one), then let Hydra compose and run."""
+    if sys.argv[1:2] == ["cache"]:
+        sys.exit(cachecmd.main(sys.argv[2:]))
     flags, overrides = split_argv(sys.argv[1:])
     if not _INFO_FLAGS & set(flags):
         try:

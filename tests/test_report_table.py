@@ -52,7 +52,7 @@ def test_twelve_cells_none_overwritten():
     shown = {v.split(" ")[0] for row in _md_values(md, "Output tokens/s") for v in row}
     want = {f"{rate(b, nt, bs):,.0f}" for b in range(3) for nt in (4, 8) for bs in (1, 2)}
     assert shown == want  # all 12 medians are in table.md: no cell overwrote another
-    assert md.count("### tiny · generate · batch") == 4
+    assert md.split("## Results", 1)[1].count("### tiny · generate · batch") == 4
 
 
 def test_csv_one_row_per_cell_with_parameter_columns_and_integers(tmp_path):
@@ -125,7 +125,7 @@ def test_failed_batch_sizes_and_runs_are_cells(tmp_path):
     for block in table.blocks:
         assert block.columns == ["fp32", "bnb_int8", "ort_int8", "awq"]  # the failed ones are columns too
     md = markdown.document(table)
-    b1, b4 = md.split("### ")[1:3]
+    b1, b4 = md.split("## Results", 1)[1].split("### ")[1:3]
     assert "| Status | ok | ok (the run then ended: crash) | timeout: no result within timeout_s=60 | " \
            "invalid_config: backend.options.bits: expected int |" in b1
     assert "| Status | ok | crash: worker killed by SIGSEGV | timeout: not reached" in b4
@@ -276,7 +276,7 @@ def test_baseline_from_sweep_json_then_config():
     from runners.report import table as model
 
     assert model.resolve_baseline(recs, None, ["fp32", "bnb_int8"], [])[:2] == (
-        "fp32", "the sweep's first backend (sweep.json)")
+        "fp32", "the sweep's first backend")
     recs[0].config["report"]["baseline"] = "fp32"
     table = build(recs)
     assert table.baseline == "fp32" and table.baseline_source == "report.baseline"

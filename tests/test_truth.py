@@ -238,7 +238,7 @@ def test_bad_inputs_stop_before_any_model_loads(tmp_path, args, message):
             pytest.skip("this machine has a GPU")
     base = [*FAST_BASE, "workload.new_tokens=4"] + ([] if "prompt" in args[0] else ["workload.prompt_tokens=8"])
     proc = bench(*base, *args, f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # every cell of the command refused: a bad command line
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "loading" not in proc.stderr
@@ -250,7 +250,7 @@ def test_model_path_to_a_file_is_refused(tmp_path):
     f = tmp_path / "weights.bin"
     f.write_bytes(b"x")
     proc = bench(*FAST, f"model.path={f}", "weights=pretrained", f"hydra.run.dir={tmp_path / 'out'}")
-    assert proc.returncode == 1 and f"model.path {f} is a file, not a folder" in proc.stderr
+    assert proc.returncode == 2 and f"model.path {f} is a file, not a folder" in proc.stderr
 
 
 @pytest.mark.parametrize("arg, message", [

@@ -84,6 +84,10 @@ class Metric:
     task: str | None = None
     digits: int = 3  # significant digits shown
     unitless: bool = False  # a key without a unit suffix (perplexity) says so on purpose
+    # Whether a table shows its change against the baseline. One-off costs are not compared: the first
+    # cell that needs a conversion or export pays it, the next ones find it cached (a "-100%" there
+    # would read as one backend's saving).
+    compared: bool = True
 
     def __post_init__(self) -> None:
         where = f"metric {self.key!r}"
@@ -189,9 +193,10 @@ class Catalogue:
 
 # -- what engines report: shared declarations, so the same fact has one name in every engine --------
 PREPARE_COSTS: tuple[Metric, ...] = (
-    Metric("export_s", "ONNX export, s", "lower", "prepare", "run", "no export in this run (cached, or not ONNX)"),
+    Metric("export_s", "ONNX export, s", "lower", "prepare", "run", "no export in this run (cached, or not ONNX)",
+           compared=False),
     Metric("quantize_s", "Quantization (ONNX rewrite or llm-compressor), s", "lower", "prepare", "run",
-           "no quantization step in this run (cached, or none)"),
+           "no quantization step in this run (cached, or none)", compared=False),
     Metric("checkpoint_mib", "Quantized checkpoint on disk, MiB", "lower", "prepare", "run",
            "no quantized checkpoint (not a compressed-tensors backend)"),
 )

@@ -24,7 +24,7 @@ log = logging.getLogger("quantbench")
 # What opening an engine measures, by the order tables show them: preparation (with the engine's own
 # one-off costs after it), load, then the memory peaks during load (the engine's memory facts between).
 PREPARE_METRICS = (Metric("prepare_s", "Preparation (weights, export, quantization), s", "lower", "prepare", "run",
-                          "not timed by this run"),)
+                          "not timed by this run", compared=False),)
 LOAD_METRICS = (Metric("load_s", "Load time, s", "lower", "load", "run", "the run ended before the model loaded"),)
 LOAD_PEAK_METRICS = (
     Metric("load_peak_allocated_mib", "Peak VRAM during load (torch allocator), MiB", "lower", "load", "run",

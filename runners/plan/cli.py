@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
 from backends import engine_class
 from runners.plan.config import BackendYaml, section_types
 from runners.plan.search import GROUPS, ConfigSearch
@@ -85,8 +87,6 @@ def _bad_shape(arg: str) -> str | None:
 
 
 def _lexable(arg: str) -> bool:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     try:
         OverridesParser.create().parse_overrides([arg])
     except Exception:  # noqa: BLE001 — Hydra's lexer and parser errors share no base class worth naming

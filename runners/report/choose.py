@@ -444,8 +444,7 @@ def markdown(decision: Decision) -> str:
 
 
 def pareto_text(d: BlockDecision) -> str:
-    axes = ", ".join(f"{t.metric.label} {'↑' if t.metric.better == 'higher' else '↓'}" for t in d.pareto_axes)
-    return f"Pareto front ({axes}): {', '.join(d.pareto) or 'none'}"
+    return pareto_text_of(d.pareto, d.pareto_axes)
 
 
 def _checked(d: BlockDecision) -> set[str]:
@@ -454,3 +453,134 @@ def _checked(d: BlockDecision) -> set[str]:
 
 def _md(text: str) -> str:
     return str(text).replace("|", "/").replace("\n", " ")
+
+
+# -- the answer without constraints ------------------------------------------------------------------
+# KL (nats) at or under which a backend "keeps" the reference's quality in the overview's words. A
+# reading aid only: the numbers beside it are what a user judges by. (0.05 nats is where greedy
+# generations of the SmolLM2 rows start to differ from the reference's in quantbench's own results.)
+KEEPS_QUALITY_NATS = 0.05
+SPEED_KEYS = ("output_tokens_per_s", "examples_per_s")
+QUALITY_KEY, AGREEMENT_KEY = "kl_mean_nats", "top1_agreement_pct"
+
+
+@dataclass
+class Overview:
+    """What a block answers with no constraint given: its Pareto front, and a line per backend saying how
+    it compares with the baseline on speed, memory and quality, from the measured rows and their intervals."""
+
+    block: Block
+    pareto: list[str]
+    pareto_axes: list[Target]
+    lines: list[str]
+    notes: list[str]
+
+    @property
+    def answer(self) -> str:
+        front = f"Pareto front: {', '.join(self.pareto)}" if self.pareto else "no Pareto front"
+        return f"{front}. " + "; ".join(self.lines) if self.lines else front
+
+
+def _ratio_text(ratio: float) -> str:
+    return f"{ratio:.2g}x" if ratio < 10 else f"{ratio:.0f}x"
+
+
+def _speed_phrase(block: Block, cell: Cell, base: Cell) -> str | None:
+    key = next((k for k in SPEED_KEYS if k in cell.values and k in base.values), None)
+    if key is None:
+        return None
+    a, b = cell.values[key].value, base.values[key].value
+    cmp = block.compare(cell, key)
+    if cmp is not None and cmp.within_spread:
+        return f"as fast as {base.backend} (the difference is inside what the repeats can tell)"
+    if a >= b:
+        return f"{_ratio_text(a / b)} faster than {base.backend}"
+    return f"{_ratio_text(b / a)} slower than {base.backend}"
+
+
+def _memory_phrase(block: Block, cell: Cell, base: Cell) -> str | None:
+    keys = ("peak_vram_mib", "weights_mib") if block.device == "cuda" else ("peak_rss_mib", "weights_mib")
+    key = next((k for k in keys if k in cell.values and k in base.values), None)
+    if key is None:
+        return None
+    ratio = cell.values[key].value / base.values[key].value
+    if 0.95 <= ratio <= 1.05:
+        return None  # within 5%: not worth a word beside speed and quality
+    label = {"peak_vram_mib": "peak VRAM", "weights_mib": "weight memory", "peak_rss_mib": "peak host memory"}[key]
+    return f"{ratio:.2g}x the {label}"
+
+
+def _quality_phrase(cell: Cell) -> tuple[str | None, bool | None]:
+    """(phrase, keeps) from the cell's KL and top-1 agreement against the quality reference."""
+    kl = cell.value(QUALITY_KEY)
+    agree = cell.value(AGREEMENT_KEY)
+    if kl is None:
+        return None, None
+    ref = cell.record.quality.reference or "the reference"
+    keeps = kl <= KEEPS_QUALITY_NATS
+    if keeps:
+        return f"keeps {ref}'s quality within {format_number(kl, 2)} nats (KL)", True
+    lost = f"loses {format_number(100 - agree, 2)}% top-1 agreement " if agree is not None else "loses quality "
+    return f"{lost}(KL {format_number(kl, 2)} nats vs {ref})", False
+
+
+def overview_block(block: Block) -> Overview:
+    """The default answer of one block (no constraint): the unconstrained Pareto front and one line per
+    backend against the block's baseline."""
+    d = decide_block(block, [], None)
+    base = block.baseline
+    lines: list[str] = []
+    notes = list(d.notes)
+    if base is None:
+        notes.append(block.baseline_note or "no baseline in this block: no comparison")
+    for col, cell in zip(block.columns, block.cells):
+        if not cell.ok:
+            lines.append(f"{col}: {cell.status_text(120)}")
+            continue
+        quality, keeps = _quality_phrase(cell)
+        if cell is base:
+            if quality and cell.value(QUALITY_KEY) not in (None, 0.0):
+                lines.append(f"{col} (the baseline) {quality}")
+            continue
+        if base is None:
+            continue
+        speed, memory = _speed_phrase(block, cell, base), _memory_phrase(block, cell, base)
+        parts = [p for p in (speed, memory) if p]
+        if quality:
+            joiner = " but " if (keeps is False and speed and "faster" in speed) or \
+                                (keeps and speed and "slower" in speed) else " and "
+            text = f"{col} is {', '.join(parts)}{joiner}{quality}" if parts else f"{col} {quality}"
+        elif parts:
+            text = f"{col} is {', '.join(parts)}"
+        else:
+            continue
+        lines.append(text)
+    if all(c.value(QUALITY_KEY) is None for c in block.cells if c.ok) and not any("quality" in n for n in notes):
+        why = next((c.absent.get(QUALITY_KEY) for c in block.cells if QUALITY_KEY in c.absent), None)
+        if why:
+            notes.append(f"quality not measured ({why}): speed and memory only")
+    return Overview(block, d.pareto, d.pareto_axes, lines, notes)
+
+
+def overview(table: Table) -> list[Overview]:
+    return [overview_block(b) for b in table.blocks if b.cells]
+
+
+def overview_markdown(items: list[Overview]) -> str:
+    """The answer table.md opens with when no constraint was given."""
+    out = ["## Answer", "", "No constraints given: per block, the backends no other beats on every axis (the "
+           "Pareto front) and how each compares with the baseline. Add `--require` / `report.require` to ask "
+           "which backend meets your limits.", ""]
+    for o in items:
+        out += [f"### {o.block.title}", ""]
+        if o.pareto_axes:
+            out.append(f"**{pareto_text_of(o.pareto, o.pareto_axes)}.**  ")
+        out += [f"- {_md(line)}" for line in o.lines]
+        out += [f"_{_md(n)}._  " for n in o.notes]
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+def pareto_text_of(front: list[str], axes: list[Target]) -> str:
+    names = ", ".join(f"{t.metric.label} {'↑' if t.metric.better == 'higher' else '↓'}" for t in axes)
+    return f"Pareto front ({names}): {', '.join(front) or 'none'}"

@@ -1,6 +1,11 @@
-"""`python -m runners.report DIR [--baseline NAME] [--columns A,B,...] [--no-html] [--require ...]`:
-rebuild a results folder's tables and report from its records, and answer which backend meets the
-constraints (syntax: runners.report.choose)."""
+"""`python -m runners.report DIR [--baseline NAME] [--columns A,B,...] [--no-html] [--require ...] [--out OUT]`:
+rebuild a results folder's tables and report from its records, or answer which backend meets the
+constraints (syntax: runners.report.choose).
+
+Asking a question (`--require`, `--maximize`, `--minimize`) prints the answer and writes nothing, so
+asking never changes a folder of committed results; give `--out OUT` to write the tables and report
+with the answer into OUT. Without a question, the folder's own outputs are rebuilt in place (or in OUT).
+"""
 from __future__ import annotations
 
 import argparse
@@ -26,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--require", help='constraints, e.g. "peak_vram<=24GiB,kl_mean<=0.05,ttft_p90<=500ms"')
     ap.add_argument("--maximize", help="the metric that ranks the backends meeting the constraints")
     ap.add_argument("--minimize", help="the same, for a lower-is-better metric (e.g. ttft_p90)")
+    ap.add_argument("--out", type=Path, help="write the tables and report here instead of into SWEEP_DIR "
+                                             "(with a question: write them at all)")
     args = ap.parse_args(argv)
     root = args.sweep_dir
     if not root.is_dir():
@@ -52,18 +59,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     report = build_report(root, found.records, args.baseline, args.require, args.maximize, args.minimize, columns)
+    asked = any(v not in (None, "") for v in (args.require, args.maximize, args.minimize))
+    for backend, why in report.table.invalid:
+        print(f"warning: the record of {backend} fails its own checks ({why}): shown, never compared or plotted",
+              file=sys.stderr)
+    if asked and args.out is None:
+        print(choose.markdown(report.decision) if report.decision else report.markdown())
+        print(f"(nothing written; give --out DIR to write the tables and report with this answer)", file=sys.stderr)
+        return 1 if report.table.invalid else 0
+    out = args.out or root
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        print(f"error: --out {args.out} is a file, not a folder", file=sys.stderr)
+        return 2
     try:
-        written = write_report(root, report, not args.no_html)
+        out.mkdir(parents=True, exist_ok=True)
+        written = write_report(out, report, not args.no_html)
     except OSError as exc:  # a full disk, a read-only folder, a link where an output goes: files stay whole
-        why = str(exc) if isinstance(exc, UnsafePath) else f"cannot write the outputs under {root}: {exc.strerror or exc}"
+        why = str(exc) if isinstance(exc, UnsafePath) else f"cannot write the outputs under {out}: {exc.strerror or exc}"
         print(report.markdown())
         print(f"error: {why}; the records are unchanged, the table is printed above", file=sys.stderr)
         return EXIT_UNWRITABLE
     print(choose.markdown(report.decision) if report.decision else written.markdown)
     print("\n".join(f"{label}: {path}" for label, path in written.files()))
-    for backend, why in report.table.invalid:
-        print(f"warning: the record of {backend} fails its own checks ({why}): shown, never compared or plotted",
-              file=sys.stderr)
     return 1 if report.table.invalid else 0
 
 

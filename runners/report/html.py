@@ -14,7 +14,7 @@ from runners.report import choose, plots
 from runners.report.metrics import GROUPS
 from runners.report.spread import NOISY_CV_PCT
 from runners.report.table import Block, Table, flatten, param_text
-from runners.report.views import NS, SPREAD_NOTE, info_cell, metric_cell, noisy_text
+from runners.report.views import NS, ONE_OFF_NOTE, SPREAD_NOTE, info_cell, noisy_text, row_cells
 
 REPORT_NAME = "report.html"
 PLOTS_DIR = "plots"
@@ -28,7 +28,7 @@ table{border-collapse:collapse;margin:6px 0 10px;font-size:13px}
 th,td{border:1px solid #d0d7de;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.absent{color:#57606a}td.failed,.bad{color:#cf222e;font-weight:600}
-tr.noisy th{background:#fff8c5}tr.noisy td.noisy{background:#fff8c5}
+tr.noisy th{background:#fff8c5}tr.noisy td.noisy{background:#fff8c5}.noisy-key{background:#fff8c5;padding:0 4px}
 .ns{color:#57606a;font-style:italic}
 img{max-width:100%;height:auto;border:1px solid #eaeef2}
 .note{color:#57606a;margin:4px 0}.warn{color:#9a6700;font-weight:600}
@@ -85,6 +85,20 @@ def decision_html(decision: choose.Decision) -> str:
     return "\n".join(parts)
 
 
+def overview_html(items: list[choose.Overview]) -> str:
+    parts = ["<h2>Answer</h2>", '<p class="note">No constraints given: per block, the backends no other beats on '
+             "every axis (the Pareto front) and how each compares with the baseline. Add --require / "
+             "report.require to ask which backend meets your limits.</p>"]
+    for o in items:
+        parts.append(f"<h3>{_e(o.block.title)}</h3>")
+        if o.pareto_axes:
+            parts.append(f'<p class="answer"><b>{_e(choose.pareto_text_of(o.pareto, o.pareto_axes))}.</b></p>')
+        if o.lines:
+            parts.append("<ul>" + "".join(f"<li>{_e(line)}</li>" for line in o.lines) + "</ul>")
+        parts += [f'<p class="note">{_e(n)}.</p>' for n in o.notes]
+    return "\n".join(parts)
+
+
 # -- the results tables ---------------------------------------------------------------------------
 def block_html(block: Block) -> str:
     parts = [f"<h3>{_e(block.title)}</h3>"]
@@ -95,11 +109,14 @@ def block_html(block: Block) -> str:
     spread_col = any(noisy.values())
     head = ["", *block.columns] + [f"Noisy (CV > {NOISY_CV_PCT:g}%)"] * spread_col
     rows = ["<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
+    row_notes = []
     for group in GROUPS:
         for m in (m for m in metrics if m.group == group):
             tds = []
-            for c in block.cells:
-                v = metric_cell(block, c, m)
+            views, note = row_cells(block, m)
+            if note:
+                row_notes.append(note)
+            for v in views:
                 title = f' title="{_e(v.detail)}"' if v.detail else ""
                 if v.kind != "value":
                     tds.append(f'<td class="{v.kind}">{_e(v.text)}</td>')
@@ -119,6 +136,9 @@ def block_html(block: Block) -> str:
                      for c in block.cells)
     rows.append(f"<tr><th>Status</th>{status}{pad}</tr>")
     parts.append("<table>" + "".join(rows) + "</table>")
+    parts += [f'<p class="note">{_e(n)}.</p>' for n in row_notes]
+    if any(m.group == "prepare" for m in metrics):
+        parts.append(f'<p class="note">{_e(ONE_OFF_NOTE)}.</p>')
     for why, ms in block.not_measured().items():
         parts.append(f'<p class="note">Not measured ({_e(why)}): {_e("; ".join(m.label for m in ms))}.</p>')
     return "\n".join(parts)
@@ -132,7 +152,10 @@ def results_html(table: Table) -> str:
                f'<span class="warn">{_e(table.baseline_problem)}</span>.'
     else:
         line = f"Baseline: <b>{_e(table.baseline)}</b> ({_e(table.baseline_source)}); relative change in parentheses."
-    parts = ["<h2>Results vs baseline</h2>", f"<p>{line}</p>", f'<p class="note">{_e(SPREAD_NOTE)}.</p>']
+    parts = ["<h2>Results vs baseline</h2>", f"<p>{line}</p>", f'<p class="note">{_e(SPREAD_NOTE)}.</p>',
+             f'<p class="note"><span class="noisy-key">Yellow</span> cells are noisy: their repeats vary more than '
+             f"{NOISY_CV_PCT:g}% (coefficient of variation), so the machine, not the backend, may have moved the "
+             "number; hover a number for its interval and spread.</p>"]
     return "\n".join(parts + [block_html(b) for b in table.blocks])
 
 
@@ -222,6 +245,8 @@ def write(root: Path, table: Table, decision: choose.Decision | None = None) -> 
                     "(listed below).</p>")
     if decision is not None:
         body.append(decision_html(decision))
+    elif table.blocks:
+        body.append(overview_html(choose.overview(table)))
     body += [plot_html(p, folder, root) for p in plots.all_plots(table, pareto_of(decision))]
     body += [results_html(table), failures_html(table), damaged_html(table), environment_html(table)]
     path = root / REPORT_NAME

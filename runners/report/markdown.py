@@ -6,7 +6,7 @@ from runners.report import choose
 from runners.report.metrics import GROUPS
 from runners.report.spread import NOISY_CV_PCT
 from runners.report.table import Block, Table, flatten, param_text
-from runners.report.views import SPREAD_NOTE, info_cell, metric_cell, noisy_text
+from runners.report.views import ONE_OFF_NOTE, SPREAD_NOTE, info_cell, noisy_text, row_cells
 
 
 def _md(text: object) -> str:
@@ -36,15 +36,21 @@ def block_markdown(block: Block) -> list[str]:
     head = ["", *block.columns] + ([f"Noisy (CV > {NOISY_CV_PCT:g}%)"] if spread_col else [])
     out.append(_row(head))
     out.append("|" + "---|" * len(head))
+    row_notes = []
     for group in GROUPS:
         for m in (m for m in metrics if m.group == group):
-            cells = [metric_cell(block, c, m).text for c in block.cells]
-            out.append(_row([m.label, *cells] + ([noisy[m.key] or ""] if spread_col else [])))
+            views, note = row_cells(block, m)
+            if note:
+                row_notes.append(note)
+            out.append(_row([m.label, *(v.text for v in views)] + ([noisy[m.key] or ""] if spread_col else [])))
     pad = [""] if spread_col else []
     for _, label, texts in block.info_rows():
         out.append(_row([label, *(info_cell(t) for t in texts), *pad]))
     out.append(_row(["Status", *(c.status_text() for c in block.cells), *pad]))
     out.append("")
+    out += [f"{_md(n)}.  " for n in row_notes]
+    if any(m.group == "prepare" for m in metrics):
+        out.append(f"{ONE_OFF_NOTE}.  ")
     for why, ms in block.not_measured().items():
         out.append(f"Not measured ({_md(why)}): {'; '.join(m.label for m in ms)}.  ")
     out.append("")
@@ -100,6 +106,8 @@ def document(table: Table, decision: choose.Decision | None = None) -> str:
                 "compared or plotted.", ""]
     if decision is not None:
         out += [choose.markdown(decision), ""]
+    elif table.blocks:
+        out += [choose.overview_markdown(choose.overview(table)), ""]
     out += ["## Results", "", baseline_line(table), ""]
     if not table.blocks:
         out += ["_no records_", ""]

@@ -2,6 +2,12 @@
 marked), batch-size scaling, and speed relative to the baseline against model size. A metric a cell
 did not measure is never drawn as a number: its bar is replaced by the reason. matplotlib is imported
 inside the functions (importing this module stays cheap).
+
+Layout of the plots with markers (speed vs quality, model sizes): no marker is clipped and no text hides a
+marker. Once the figure's layout is known (`settle`), each axis is padded by the largest marker's drawn radius
+in pixels, the layout is frozen, and every point label takes the first of a few offsets around its marker
+whose box clears every marker, every label placed before it and the axes' edges. Notes and legends live
+outside the axes, where constrained layout makes room for them in the saved canvas.
 """
 from __future__ import annotations
 
@@ -73,6 +79,205 @@ def _arrow(m: Metric) -> str:
 def speed_metric(block: Block) -> Metric | None:
     measured = {m.key for m in block.measured()}
     return next((block.catalogue[k] for k in SPEED_PREFERENCE if k in measured), None)
+
+
+# -- layout: markers inside the axes, text off the markers ------------------------------------------
+GAP_PT = 3.0  # between a marker's edge and its label, and between a marker and the axes' edge
+MARKER_EDGE_PT = 1.0  # every marker's edge line
+RING_EDGE_PT = 1.6  # the ring around a point on the Pareto front
+LINE_MARKER_PT = 6.0  # a line plot's marker diameter
+LABEL_RINGS_PT = (0.0, 9.0, 20.0)  # further out, in turn, when every offset of the nearer ring collides
+
+
+@dataclass
+class Mark:
+    """A drawn marker: its data position, its radius in points (edge line included) and its label."""
+    x: float
+    y: float
+    radius_pt: float
+    label: Any = None  # a matplotlib Annotation placed by `place_labels`, or None
+
+
+@dataclass
+class Fit:
+    """What `settle` needs to lay out one axes: its markers, the values each axis must also show (a
+    reference line), the bounds the quantity cannot cross (KL >= 0, a percentage <= 100) and the data
+    margin kept around the markers (room for their labels)."""
+    ax: Any
+    marks: list[Mark]
+    x_also: tuple[float, ...] = ()
+    y_also: tuple[float, ...] = ()
+    y_floor: float | None = None
+    y_ceil: float | None = None
+    margin: float = 0.08
+
+
+def marker_radius_pt(size_pt2: float, linewidth_pt: float) -> float:
+    """A scatter marker of area s (points²) is sqrt(s) points across, plus half its edge line outside."""
+    return math.sqrt(size_pt2) / 2 + linewidth_pt / 2
+
+
+def _axis_range(axis, values: list[float], also: tuple[float, ...], margin: float, floor: float | None,
+                ceil: float | None, pad_px: float | None, length_px: float | None) -> tuple[float, float]:
+    """View limits for one axis, worked out in its scale's space (log for a log axis): the values and
+    `also`, widened by `margin` of their span, kept within floor/ceil where the values are, then by
+    pad_px pixels more on each side for an axis length_px long."""
+    import numpy as np
+
+    tr = axis.get_transform()
+    got = tr.transform(np.asarray(values + list(also), dtype=float))
+    vals = tr.transform(np.asarray(values, dtype=float))
+    lo, hi = float(np.min(got)), float(np.max(got))
+    span = (hi - lo) or (abs(hi) * 0.1) or 1.0
+    lo, hi = lo - margin * span, hi + margin * span
+    if floor is not None:
+        f = float(tr.transform(np.asarray([floor], dtype=float))[0])
+        if float(np.min(vals)) >= f:
+            lo = max(lo, f)
+    if ceil is not None:
+        c = float(tr.transform(np.asarray([ceil], dtype=float))[0])
+        if float(np.max(vals)) <= c:
+            hi = min(hi, c)
+    if pad_px is not None and length_px:
+        per_px = (hi - lo) / max(length_px - 2 * pad_px, 0.25 * length_px)
+        lo, hi = lo - pad_px * per_px, hi + pad_px * per_px
+    back = tr.inverted().transform(np.asarray([lo, hi]))
+    return float(back[0]), float(back[1])
+
+
+def fit_limits(fit: Fit, pixels: bool = True) -> None:
+    """Set the axes' limits so every marker, at its drawn size, lies inside the axes with GAP_PT to spare
+    (pixels=False: the data range alone, before the layout is known)."""
+    ax, marks = fit.ax, fit.marks
+    if not marks:
+        return
+    pad = length_x = length_y = None
+    if pixels:
+        frame = ax.get_window_extent()
+        pad = (max(m.radius_pt for m in marks) + GAP_PT) * ax.figure.dpi / 72.0
+        length_x, length_y = frame.width, frame.height
+    ax.set_xlim(*_axis_range(ax.xaxis, [m.x for m in marks], fit.x_also, fit.margin, None, None, pad, length_x))
+    ax.set_ylim(*_axis_range(ax.yaxis, [m.y for m in marks], fit.y_also, fit.margin, fit.y_floor, fit.y_ceil, pad,
+                             length_y))
+
+
+def bounded_ticks(axis, floor: float | None, ceil: float | None) -> None:
+    """Default ticks, less any beyond floor/ceil: padding the axis past KL 0 (or 100%) to show a whole
+    marker does not label values the quantity cannot take."""
+    from matplotlib.ticker import AutoLocator
+
+    class Bounded(AutoLocator):
+        def tick_values(self, vmin, vmax):
+            ticks = super().tick_values(vmin, vmax)
+            eps = 1e-9 * (abs(vmax - vmin) or 1.0)
+            return [t for t in ticks if (floor is None or t >= floor - eps) and (ceil is None or t <= ceil + eps)]
+
+    axis.set_major_locator(Bounded())
+
+
+def _label_offsets(radius_pt: float) -> list[tuple[float, float, str, str]]:
+    """(dx, dy, ha, va) in points from the marker's centre: right, upper right, lower right, above, below,
+    left, upper left, lower left, on rings clear of the marker's square box."""
+    out = []
+    for ring in LABEL_RINGS_PT:
+        d = radius_pt + GAP_PT + ring
+        out += [(d, 0, "left", "center"), (d, d, "left", "bottom"), (d, -d, "left", "top"),
+                (0, d, "center", "bottom"), (0, -d, "center", "top"), (-d, 0, "right", "center"),
+                (-d, d, "right", "bottom"), (-d, -d, "right", "top")]
+    return out
+
+
+def _overlap(a, b, pad: float = 0.0) -> float:
+    w = min(a.x1, b.x1 + pad) - max(a.x0, b.x0 - pad)
+    h = min(a.y1, b.y1 + pad) - max(a.y0, b.y0 - pad)
+    return w * h if w > 0 and h > 0 else 0.0
+
+
+def _outside(box, frame, pad: float) -> float:
+    """How much of box lies outside frame shrunk by pad (an area, 0 when inside)."""
+    w, h = box.width, box.height
+    iw = max(0.0, min(box.x1, frame.x1 - pad) - max(box.x0, frame.x0 + pad))
+    ih = max(0.0, min(box.y1, frame.y1 - pad) - max(box.y0, frame.y0 + pad))
+    return w * h - iw * ih
+
+
+def place_labels(fit: Fit, renderer) -> None:
+    """Give each label, in the markers' order, the first offset whose box clears every marker's box, the
+    labels placed before it and the axes' edges; where none does, the offset that covers least."""
+    from matplotlib.transforms import Bbox
+
+    ax = fit.ax
+    px = ax.figure.dpi / 72.0
+    frame = ax.get_window_extent(renderer)
+    boxes = []
+    for m in fit.marks:
+        cx, cy = ax.transData.transform((m.x, m.y))
+        r = m.radius_pt * px
+        boxes.append(Bbox.from_extents(cx - r, cy - r, cx + r, cy + r))
+    labels = [m.label for m in fit.marks if m.label is not None]
+    fixed = [t.get_window_extent(renderer) for t in ax.texts if t.get_visible() and t not in labels]
+    placed: list = []
+    pad = 2.0  # pixels kept clear around each box: what a reader sees as touching
+    for m in fit.marks:
+        if m.label is None:
+            continue
+        best = None
+        for dx, dy, ha, va in _label_offsets(m.radius_pt):
+            m.label.set_horizontalalignment(ha)
+            m.label.set_verticalalignment(va)
+            m.label.xyann = (dx, dy)
+            box = m.label.get_window_extent(renderer)
+            cost = (sum(_overlap(box, b, pad) for b in boxes + fixed + placed) + _outside(box, frame, pad))
+            if best is None or cost < best[0]:
+                best = (cost, dx, dy, ha, va)
+            if cost == 0:
+                break
+        _, dx, dy, ha, va = best
+        m.label.set_horizontalalignment(ha)
+        m.label.set_verticalalignment(va)
+        m.label.xyann = (dx, dy)
+        placed.append(m.label.get_window_extent(renderer))
+
+
+def settle(fig, fits: list[Fit], rounds: int = 3) -> None:
+    """Lay out a figure whose axes carry markers: pad each axes for its markers at the size the layout
+    gives it (a few rounds: new limits may change the tick labels, and so the layout), freeze the layout so
+    the saved PNG has exactly these pixels, then place the point labels."""
+    if not fits:
+        return
+    for f in fits:
+        for m in f.marks:
+            if m.label is not None:
+                m.label.set_in_layout(False)  # placed inside the axes below: no room to make for it
+    for _ in range(rounds):
+        fig.draw_without_rendering()
+        before = [(f.ax.get_xlim(), f.ax.get_ylim()) for f in fits]
+        for f in fits:
+            fit_limits(f)
+        after = [(f.ax.get_xlim(), f.ax.get_ylim()) for f in fits]
+        if all(abs(a - b) <= 1e-3 * abs(lim[1] - lim[0]) for old, new in zip(before, after)
+               for lim, was in zip(new, old) for a, b in zip(lim, was)):
+            break  # the layout no longer moves the axes: under a thousandth of each span
+    fig.draw_without_rendering()
+    fig.set_layout_engine("none")
+    for f in fits:
+        fit_limits(f)  # exact for the frozen axes' size
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    for f in fits:
+        place_labels(f, renderer)
+
+
+def _note_below(ax, text: str, fontsize: float = 7):
+    """A note under the axes' x label: outside the axes, so it covers no marker, and inside the layout,
+    so constrained layout makes room for it in the saved canvas."""
+    return ax.annotate(text, xy=(0.5, 0.0), xycoords=ax.xaxis.label, xytext=(0, -4), textcoords="offset points",
+                       ha="center", va="top", fontsize=fontsize, color="0.35")
+
+
+def _legend_outside(ax, fontsize: float = 8):
+    """The legend to the right of the axes, where it covers no marker (constrained layout makes room)."""
+    return ax.legend(fontsize=fontsize, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
 
 
 # -- speed ----------------------------------------------------------------------------------------
@@ -210,15 +415,22 @@ def scatter_data(block: Block, front: Callable[[Block], list[str]]) -> Scatter |
     return Scatter(block, sm, qual, mem, points, notes)
 
 
-def scatter_axes(ax, d: Scatter, color: dict[str, str]) -> None:
+def scatter_axes(ax, d: Scatter, color: dict[str, str]) -> Fit:
+    """Draw one block's speed-quality scatter; its limits cover the data only until `settle` pads them
+    for the markers' drawn size (which needs the figure's layout)."""
     top = max((p.size_mib or 0.0 for p in d.points), default=0.0) or 1.0
+    marks = []
     for p in d.points:
         size = 60.0 if p.size_mib is None else 40.0 + 600.0 * p.size_mib / top
-        ax.scatter(p.x, p.y, s=size, color=color[p.backend], alpha=0.75, edgecolors="0.2")
+        ax.scatter(p.x, p.y, s=size, color=color[p.backend], alpha=0.75, edgecolors="0.2",
+                   linewidths=MARKER_EDGE_PT)
+        radius = marker_radius_pt(size, MARKER_EDGE_PT)
         if p.on_front:
-            ax.scatter(p.x, p.y, s=size + 160, facecolors="none", edgecolors="black", linewidths=1.6)
-        ax.annotate(p.column + (" ★" if p.on_front else ""), (p.x, p.y), fontsize=8, xytext=(6, 4),
-                    textcoords="offset points")
+            ax.scatter(p.x, p.y, s=size + 160, facecolors="none", edgecolors="black", linewidths=RING_EDGE_PT)
+            radius = max(radius, marker_radius_pt(size + 160, RING_EDGE_PT))
+        label = ax.annotate(p.column + (" ★" if p.on_front else ""), (p.x, p.y), fontsize=8,
+                            xytext=(radius + GAP_PT, 0), textcoords="offset points", va="center")
+        marks.append(Mark(p.x, p.y, radius, label))
     front = sorted((p for p in d.points if p.on_front), key=lambda p: p.x)
     if len(front) > 1:
         ax.plot([p.x for p in front], [p.y for p in front], color="black", lw=0.8, ls=":")
@@ -227,13 +439,17 @@ def scatter_axes(ax, d: Scatter, color: dict[str, str]) -> None:
     ax.set_xlabel(f"{d.speed.label} vs {base} (×, higher is faster)", fontsize=9)
     ax.set_ylabel(d.quality.label + _arrow(d.quality), fontsize=9)
     size_text = f"marker area ∝ {d.memory.label}" if d.memory else "marker size fixed: no memory kind measured by all"
-    ax.text(0.01, 0.01, size_text + "\nringed ★: Pareto front (speed, memory, quality)", transform=ax.transAxes,
-            fontsize=7, color="0.35")
+    _note_below(ax, size_text + "\nringed ★: Pareto front (speed, memory, quality)")
     ax.grid(alpha=0.3)
-    ax.margins(0.2)
-    lo, hi = ax.get_ylim()
-    if lo < 0 <= min(p.y for p in d.points):  # KL and percentages are never negative
-        ax.set_ylim(0, hi)
+    # KL, perplexity and percentages are never negative, and a percentage never passes 100: padding for a
+    # marker on such a bound goes past it, but no tick names a value beyond it.
+    ys = [p.y for p in d.points]
+    floor = 0.0 if ys and min(ys) >= 0 else None
+    ceil = 100.0 if d.quality.key.endswith("_pct") and ys and max(ys) <= 100 else None
+    fit = Fit(ax, marks, x_also=(1.0,), y_floor=floor, y_ceil=ceil, margin=0.12)
+    fit_limits(fit, pixels=False)
+    bounded_ticks(ax.yaxis, floor, ceil)
+    return fit
 
 
 def quality(table: Table, color: dict[str, str], front: Callable[[Block], list[str]]) -> Plot:
@@ -248,10 +464,12 @@ def quality(table: Table, color: dict[str, str], front: Callable[[Block], list[s
             notes += got.notes
     if not data:
         return Plot("quality", "Speed vs quality", None, notes)
-    fig, axes = _figure(len(data), width=5.6, height=4.2)
+    fig, axes = _figure(len(data), width=5.6, height=4.6)
+    fits = []
     for ax, d in zip(axes, data):
-        scatter_axes(ax, d, color)
+        fits.append(scatter_axes(ax, d, color))
         ax.set_title(_panel_title(d.block), fontsize=9)
+    settle(fig, fits)
     return Plot("quality", "Speed vs quality", fig, notes)
 
 
@@ -283,7 +501,7 @@ def scaling(table: Table, color: dict[str, str]) -> Plot:
         ax.set_xticks(sizes, [str(s) for s in sizes])
         ax.set_xlabel("batch size", fontsize=9)
         ax.set_ylabel(m.label + _arrow(m), fontsize=9)
-        ax.legend(fontsize=8)
+        _legend_outside(ax, fontsize=8)
         ax.grid(alpha=0.3)
         title = blocks[0].title.replace(f" · batch {blocks[0].batch_size}", "")
         ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize=9)
@@ -363,16 +581,22 @@ def sizes(table: Table, color: dict[str, str]) -> Plot:
                     notes or ["No workload ran on two or more model sizes: no model-size plot."])
     fig, axes = _figure(len(panels), width=6.0, height=4.2)
     styles = ["-", "--", ":", "-."]
+    fits = []
     for ax, panel in zip(axes, panels):
         batches = sorted({c.batch_size for c in panel.curves if c.batch_size is not None})
+        marks = []
         for curve in panel.curves:
             xs = [p[0] for p in curve.points]
             ys = [p[1] for p in curve.points]
             style = styles[batches.index(curve.batch_size) % len(styles)] if curve.batch_size in batches else "-"
-            ax.plot(xs, ys, marker="o", ls=style, color=color[curve.backend],
-                    label=f"{curve.column}, batch {curve.batch_size}")
+            ax.plot(xs, ys, marker="o", ls=style, color=color[curve.backend], markersize=LINE_MARKER_PT,
+                    markeredgewidth=MARKER_EDGE_PT, label=f"{curve.column}, batch {curve.batch_size}")
+            radius = LINE_MARKER_PT / 2 + MARKER_EDGE_PT / 2  # a line's marker size is its diameter
             for x, y in zip(xs, ys):
-                ax.annotate(f"{y:.2f}", (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                label = ax.annotate(f"{y:.2f}", (x, y), fontsize=7, xytext=(radius + GAP_PT, 0),
+                                    textcoords="offset points", va="center")
+                marks.append(Mark(x, y, radius, label))
+        fits.append(Fit(ax, marks, y_also=(1.0,), margin=0.06))
         ax.axhline(1.0, color="0.5", lw=0.9, ls="--")
         ax.set_xscale("log")
         # Ticks at the measured sizes only: log-axis defaults label 2x10^0, 3x10^0 ... that no model has.
@@ -381,10 +605,11 @@ def sizes(table: Table, color: dict[str, str]) -> Plot:
         ax.minorticks_off()
         ax.set_xlabel("parameters, billions (model YAML's params_b)", fontsize=9)
         ax.set_ylabel(f"{panel.speed.label} vs {panel.baseline} (×, > 1 is faster)", fontsize=9)
-        ax.legend(fontsize=7)
+        _legend_outside(ax, fontsize=7)
         ax.grid(alpha=0.3, which="both")
         ax.set_title("\n".join(textwrap.wrap(panel.title, 60)), fontsize=9)
     fig.suptitle("Median speed over the same model's baseline; grey line: parity", fontsize=10)
+    settle(fig, fits)
     return Plot("sizes", "Speed vs model size", fig, notes)
 
 

@@ -347,7 +347,8 @@ class Block:
 
     def compare(self, cell: Cell, key: str) -> Comparison | None:
         base = self.baseline
-        if base is None or cell is base:
+        m = self.catalogue.get(key)
+        if base is None or cell is base or (m is not None and not m.compared):
             return None
         a, b = cell.values.get(key), base.values.get(key)
         if a is None or b is None:
@@ -440,8 +441,10 @@ def resolve_baseline(records: list[RunRecord], given: str | None, sweep_backends
         name, source = given, "--baseline / report.baseline"
     elif from_config:
         name, source = str(from_config), "report.baseline"
+    elif len({r.backend for r in records}) == 1:
+        name, source = records[0].backend, "the only backend"
     elif sweep_backends:
-        name, source = sweep_backends[0], "the sweep's first backend (sweep.json)"
+        name, source = sweep_backends[0], "the sweep's first backend"
     elif records:
         name, source = sorted(records, key=_order)[0].backend, "the first run's backend"
     else:

@@ -72,6 +72,22 @@ def _change_text(m: Metric, cmp: Comparison) -> str:
     return f"vs baseline {rel} ({NS}: {cmp.reason})"
 
 
+ONE_OFF_NOTE = ("One-off preparation (a conversion, an export, a quantization) is paid by the first cell that "
+                "needs it and cached for the others: shown, never compared with the baseline")
+
+
+def row_cells(block: Block, m: Metric) -> tuple[list[CellView], str | None]:
+    """A metric's row: every cell's view, and, when several cells lack it for the same reason, that reason
+    once for the row (the cells then read `n/a`)."""
+    views = [metric_cell(block, c, m) for c in block.cells]
+    absent = [v for v in views if v.kind == "absent"]
+    reasons = {v.text for v in absent}
+    if len(absent) < 2 or len(reasons) != 1:
+        return views, None
+    reason = absent[0].text[len("n/a ("):-1]
+    return [CellView("absent", "n/a") if v.kind == "absent" else v for v in views], f"{m.label}: n/a — {reason}"
+
+
 def noisy_text(block: Block, m: Metric) -> str | None:
     cells = block.noisy(m.key)
     if not cells:

@@ -1,0 +1,176 @@
+"""Where a backend's time goes: one classifier, shared by every engine, turns a profiler's trace into a
+time breakdown per output token (or per example).
+
+An engine's profiled pass hands back a `Trace`: the device activity it saw (GPU kernels and copies on
+a GPU; the leaf operators' own time on a CPU, where the CPU is the device), the host-side events that
+matter for why a GPU waits (kernel launches, synchronizations), and the profiled span. This module
+classifies every device activity by name, with a registry of classes and their name patterns (first
+match wins, so specific classes come before general ones), and reports per unit of work:
+- time per class (the unclassified share is `other`, shown, never hidden);
+- the device's busy share of the profiled span (on a GPU, the rest is the host: launches, Python,
+  synchronization);
+- kernel launches and host<->device synchronizations;
+- the top activities by time.
+The classes' names and patterns are README material ("Why a backend is slow"): change them here only.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from backends.contract import Metric
+
+# (class, label, pattern): matched case-insensitively against an activity's name, in this order.
+CLASSES: tuple[tuple[str, str, str], ...] = (
+    ("quantized_matmul", "quantized matmul",
+     r"igemm|int8.*(gemm|matmul)|gemm.*int8|imma|i8i8|matmulinteger|matmulnbits|marlin|machete|scaled_mm|"
+     r"fp8.*gemm|cutlass.*(fp8|e4m3)|gemv_4bit|kgemm_4bit|gemm_4bit|kdequantize.*gemm|awq.*gemm|gptq|"
+     r"bnb.*matmul|int8_linear|_int_mm|mm_int8"),
+    ("activation_quant", "activation (de)quantization",
+     r"quantize|dequant|vectorwise|double_row|extract_outliers|int8_vectorwise|absmax|scale.*quant|"
+     r"dynamicquantizelinear|quantizelinear"),
+    ("attention", "attention",
+     r"attention|attn|flash|fmha|sdpa|scaled_dot_product|paged|softmax"),
+    ("float_matmul", "float matmul",
+     r"gemm|gemv|matmul|\bmm\b|aten::mm|aten::bmm|addmm|linear|cublas|cutlass|sm90_xmma|ampere_.*gemm|"
+     r"s\d+gemm|hgemm|sgemm|dot"),
+    ("sampling", "sampling",
+     r"argmax|topk|top_k|sample|multinomial|sort"),
+    ("norms_elementwise", "norms and elementwise",
+     r"norm|rms|elementwise|vectorized|unrolled|add|mul|sub|div|silu|gelu|relu|sigmoid|tanh|exp|pow|rsqrt|"
+     r"mean|sum|reduce|rotary|rope|act_and_mul|where|neg|cos|sin|fill"),
+    ("copies_indexing", "copies and indexing",
+     r"memcpy|memset|copy|index|gather|scatter|cat|slice|transpose|contiguous|view|reshape|expand|clone|"
+     r"embedding|to_copy|_to|narrow|select|stack|split|pad|concat|unsqueeze|squeeze|permute"),
+)
+OTHER = ("other", "other (unclassified)")
+CLASS_KEYS: tuple[str, ...] = tuple(c for c, _, _ in CLASSES) + (OTHER[0],)
+_COMPILED = tuple((c, re.compile(p, re.IGNORECASE)) for c, _, p in CLASSES)
+TOP_N = 10
+
+
+def classify(name: str) -> str:
+    for cls, pattern in _COMPILED:
+        if pattern.search(name):
+            return cls
+    return OTHER[0]
+
+
+@dataclass
+class Activity:
+    """One device activity: a GPU kernel or copy, or (CPU runs) a leaf operator's own time."""
+
+    name: str
+    dur_us: float
+
+
+@dataclass
+class Trace:
+    """What a profiled pass saw, in the engine-independent form the classifier reads."""
+
+    profiler: str  # "torch.profiler (CPU, CUDA)", "onnxruntime", ...
+    device: str  # "cuda" | "cpu": where the activities ran
+    span_us: float  # wall time of the profiled pass
+    activities: list[Activity] = field(default_factory=list)
+    launches: int | None = None  # kernel launches issued by the host (GPU runs)
+    syncs: int | None = None  # host waits on the device (synchronize calls, blocking copies)
+    units: int = 1  # output tokens (generate) or examples (classify) the pass produced
+    trace_file: str | None = None  # the compressed Chrome trace beside the record, for Perfetto
+    notes: list[str] = field(default_factory=list)
+
+
+def _metric_key(cls: str) -> str:
+    return f"time_{cls}_ms"
+
+
+def metrics_for(unit: str) -> tuple[Metric, ...]:
+    """The breakdown's declarations; `unit` is what the time is per ("output token", "example")."""
+    labels = dict((c, lab) for c, lab, _ in CLASSES) | {OTHER[0]: OTHER[1]}
+    out = [Metric(_metric_key(c), f"Profiled: {labels[c]}, ms per {unit}", "lower", "efficiency", "point",
+                  "not profiled (profile=false)", compared=False) for c in CLASS_KEYS]
+    out += [
+        Metric("profiled_device_ms", f"Profiled: device time, ms per {unit}", "lower", "efficiency", "point",
+               "not profiled (profile=false)", compared=False),
+        Metric("device_busy_pct", "Profiled: device busy, % of the step", "higher", "efficiency", "point",
+               "not profiled (profile=false)", compared=False),
+        Metric("unclassified_pct", "Profiled: unclassified device time, %", "none", "efficiency", "point",
+               "not profiled (profile=false)", compared=False),
+        Metric("kernel_launches_per_unit", f"Profiled: kernel launches per {unit}", "lower", "efficiency", "point",
+               "not profiled (profile=false)", compared=False, unitless=True),
+        Metric("host_syncs_per_unit", f"Profiled: host-device synchronizations per {unit}", "lower", "efficiency",
+               "point", "not profiled (profile=false)", compared=False, unitless=True),
+    ]
+    return tuple(out)
+
+
+@dataclass
+class Breakdown:
+    metrics: dict[str, float]
+    absent: dict[str, str]
+    facts: dict[str, object]  # top activities, the trace file, the profiler, classes' totals
+
+
+def breakdown(trace: Trace) -> Breakdown:
+    """The per-unit breakdown of a trace (every class present, 0 where it took no time)."""
+    units = max(1, trace.units)
+    by_class = dict.fromkeys(CLASS_KEYS, 0.0)
+    by_name: dict[str, list[float]] = {}
+    for a in trace.activities:
+        by_class[classify(a.name)] += a.dur_us
+        by_name.setdefault(a.name, [0.0, 0])
+        by_name[a.name][0] += a.dur_us
+        by_name[a.name][1] += 1
+    total_us = sum(by_class.values())
+    metrics = {_metric_key(c): round(us / 1e3 / units, 6) for c, us in by_class.items()}
+    metrics["profiled_device_ms"] = round(total_us / 1e3 / units, 6)
+    absent: dict[str, str] = {}
+    if total_us > 0:
+        metrics["unclassified_pct"] = round(100.0 * by_class[OTHER[0]] / total_us, 3)
+    else:
+        absent["unclassified_pct"] = "the profiler saw no device activity"
+    if trace.span_us > 0 and trace.device == "cuda":
+        # Kernels on several streams can overlap: the busy share is capped at 100%.
+        metrics["device_busy_pct"] = round(min(100.0, 100.0 * total_us / trace.span_us), 3)
+    else:
+        absent["device_busy_pct"] = ("CPU run: the CPU is the device, and busy with the host's work too"
+                                     if trace.device != "cuda" else "no profiled span")
+    for key, count, why in (("kernel_launches_per_unit", trace.launches, "no kernel launches seen (CPU run)"),
+                            ("host_syncs_per_unit", trace.syncs, "no host-device synchronization seen (CPU run)")):
+        if count is None:
+            absent[key] = why
+        else:
+            metrics[key] = round(count / units, 3)
+    top = sorted(by_name.items(), key=lambda kv: -kv[1][0])[:TOP_N]
+    facts: dict[str, object] = {
+        "profiler": trace.profiler, "device": trace.device, "units": units, "span_ms": round(trace.span_us / 1e3, 3),
+        "top": [{"name": n[:160], "class": classify(n), "ms_per_unit": round(v[0] / 1e3 / units, 6), "calls": v[1]}
+                for n, v in top],
+        "trace_file": trace.trace_file, "notes": list(trace.notes),
+    }
+    return Breakdown(metrics, absent, facts)
+
+
+def why_slower(metrics: dict[str, float], label_unit: str = "token") -> str | None:
+    """One clause on where a slower backend's time goes ("GPU idle 94% of the step; 168 host
+    synchronizations per token"), from its breakdown; None without one."""
+    parts = []
+    busy = metrics.get("device_busy_pct")
+    if busy is not None:
+        parts.append(f"GPU idle {100 - busy:.0f}% of the step")
+    syncs = metrics.get("host_syncs_per_unit")
+    if syncs:
+        parts.append(f"{syncs:.0f} host synchronizations per {label_unit}")
+    classes = {c: metrics.get(_metric_key(c), 0.0) for c in CLASS_KEYS}
+    total = sum(classes.values())
+    if total > 0:
+        top, ms = max(classes.items(), key=lambda kv: kv[1])
+        labels = dict((c, lab) for c, lab, _ in CLASSES) | {OTHER[0]: "unclassified work"}
+        parts.append(f"{labels[top]} {100 * ms / total:.0f}% of device time")
+    return "; ".join(parts) or None
+
+
+def activities_from(events: Iterable[dict]) -> list[Activity]:
+    """Chrome-trace events (`ph: X` with a `dur`) -> activities; for a trace already filtered to device work."""
+    return [Activity(str(e.get("name", "?")), float(e.get("dur", 0.0))) for e in events
+            if e.get("ph") == "X" and e.get("dur") is not None]
