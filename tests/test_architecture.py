@@ -343,50 +343,21 @@ def test_new_engine_and_variant_from_a_search_path_folder_touch_no_repository_fi
     assert _tracked_state() == before
 
 
-IN_REPO_ENGINE = '''
-"""A throwaway engine added inside the repository: this module, and its YAMLs, and nothing else."""
-from dataclasses import dataclass
-
-from backends.contract import ConfigError, Engine, Metric, WeightCensus
-
-
-@dataclass(frozen=True)
-class Options:
-    step_ms: float = 1.0
-
-    def __post_init__(self):
-        if self.step_ms <= 0:
-            raise ConfigError(f"backend.options.step_ms: must be > 0, got {self.step_ms}")
-
-
-class Throwaway(Engine):
-    name = "throwaway"
-    Options = Options
-    calls = frozenset({"generate"})
-    metrics = (Metric("scratch_pad_mib", "Throwaway scratch pad, MiB", "lower", "load", "run",
-                      "not a throwaway run"),)
-
-    def load(self):
-        import time
-        self._sleep = time.sleep
-
-    def generate(self, prompts, new_tokens, timer):
-        for _ in range(new_tokens):
-            self._sleep(self.options.step_ms / 1e3)
-            timer.token()
-        return [[3] * new_tokens for _ in prompts]
-
-    def census(self):
-        census = WeightCensus()
-        census.add("ThrowawayLinear", False, "proj", 64 * 64, 64 * 64 * 2)
-        return census
-
-    def memory_facts(self):
-        return {"scratch_pad_mib": 3.5 * self.options.step_ms}
-
-
-ENGINE = Throwaway
-'''
+# The same engine, added inside the repository: options that validate themselves, the calls it
+# implements, and a metric it declares and reports.
+IN_REPO_ENGINE = (THROWAWAY_ENGINE
+                  .replace("from backends.contract import Engine, WeightCensus",
+                           "from backends.contract import ConfigError, Engine, Metric, WeightCensus")
+                  .replace("    step_ms: float = 1.0\n", "    step_ms: float = 1.0\n\n"
+                           "    def __post_init__(self):\n"
+                           "        if self.step_ms <= 0:\n"
+                           "            raise ConfigError(f'backend.options.step_ms: must be > 0, got {self.step_ms}')\n")
+                  .replace("    Options = Options\n", "    Options = Options\n"
+                           "    calls = frozenset({'generate'})\n"
+                           "    metrics = (Metric('scratch_pad_mib', 'Throwaway scratch pad, MiB', 'lower', 'load', 'run',\n"
+                           "                      'not a throwaway run'),)\n\n"
+                           "    def memory_facts(self):\n"
+                           "        return {'scratch_pad_mib': 3.5 * self.options.step_ms}\n"))
 
 
 def _tree_digest(root: Path) -> dict[str, str]:
