@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from backends.compress import Recipe, build_facts, checkpoint, checkpoint_census
 from backends.contract import (CHECKPOINT_MIB, QUANTIZE_S, WEIGHTS_MIB, ConfigError, CudaClock, Engine, HostClock,
-                               LogProbs, RunFailure, WeightCensus, installed_versions)
+                               LogProbs, RunFailure, Trace, WeightCensus, installed_versions, torch_profile)
 
 DType = Literal["float32", "float16", "bfloat16"]
 MIB = 2**20
@@ -49,6 +49,7 @@ class TransformersEngine(Engine):
     packages = ("torch", "transformers", "accelerate", "safetensors", "bitsandbytes")
     Options = Options
     metrics = (QUANTIZE_S, CHECKPOINT_MIB, WEIGHTS_MIB)
+    capabilities = frozenset({"profile"})
 
     def __init__(self, options: Options, ctx):
         super().__init__(options, ctx)
@@ -180,6 +181,47 @@ class TransformersEngine(Engine):
             ids = torch.tensor([token_ids], dtype=torch.long, device=self.ctx.device)
             logits = self.model(input_ids=ids).logits[0].float()
             return LogProbs(torch.log_softmax(logits, dim=-1).cpu().numpy())
+
+    # -- profiling -----------------------------------------------------------------------------
+    def profile(self, run_once, trace_path) -> Trace:
+        trace = torch_profile(run_once, self.ctx.device, trace_path)
+        if self.options.quantization == "bnb_int8":
+            # Counted in a pass of its own: the counting kernels must not appear in the profiled one.
+            trace.facts["llm_int8_outliers"] = self._outlier_census(run_once)
+        return trace
+
+    def _outlier_census(self, run_once) -> dict[str, Any]:
+        """How many activation columns crossed `llm_int8_threshold` per linear-layer call (the columns
+        LLM.int8 sends down its fp16 outlier path), over one more pass of the workload."""
+        torch = self._torch
+        threshold = self.options.llm_int8_threshold
+        counts: dict[str, list] = {}
+        hooks = []
+        for name, m in self.model.named_modules():
+            if type(m).__name__ != "Linear8bitLt":
+                continue
+
+            def hook(module, inputs, name=name):
+                x = inputs[0]
+                cols = (x.detach().abs() >= threshold).reshape(-1, x.shape[-1]).any(0).sum()
+                counts.setdefault(name, []).append(cols)
+            hooks.append(m.register_forward_pre_hook(hook))
+        try:
+            with torch.inference_mode():
+                run_once()
+        finally:
+            for h in hooks:
+                h.remove()
+        per_call = [int(c) for calls in counts.values() for c in calls]
+        with_any = sum(1 for calls in counts.values() if any(int(c) for c in calls))
+        out: dict[str, Any] = {"llm_int8_threshold": threshold, "layers": len(hooks), "calls": len(per_call),
+                               "mean_outlier_columns": round(sum(per_call) / len(per_call), 3) if per_call else 0.0,
+                               "max_outlier_columns": max(per_call, default=0), "layers_with_outliers": with_any}
+        if not with_any:
+            out["note"] = ("the fp16 outlier path never ran (no activation reached the threshold): this row's "
+                           "LLM.int8 cost is a lower bound of what real weights pay"
+                           + (" (synthetic weights rarely cross it)" if self.ctx.run.weights == "synthetic" else ""))
+        return out
 
     # -- reporting -----------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

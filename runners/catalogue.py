@@ -15,13 +15,13 @@ from typing import Any
 
 from backends import engine_metrics
 from backends.contract import CHECKPOINT_MIB, EXPORT_S, KV_CACHE_MIB, QUANTIZE_S, WEIGHTS_MIB, Catalogue, Metric
-from runners.measure import energy, memory, roofline
+from runners.measure import breakdown, energy, memory, roofline
 from runners.open.engine import LOAD_METRICS, LOAD_PEAK_METRICS, PREPARE_METRICS
 from runners.quality.measure import METRICS as QUALITY_METRICS
 from runners.quality.measure import metrics_for
 from runners.workload import workload_kinds
 
-_MEASURED = (*memory.METRICS, *energy.METRICS, *roofline.METRICS)
+_MEASURED = (*memory.METRICS, *energy.METRICS, *roofline.METRICS, *breakdown.metrics_for())
 
 
 def for_run(kind: Any, engine_cls: type, task: str) -> Catalogue:

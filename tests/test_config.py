@@ -92,7 +92,8 @@ def test_help_is_fast():
 
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "runners.bench", "--help"], cwd=ROOT, check=True, capture_output=True)
-    assert time.perf_counter() - t < 2.0
+    # 1.6 s on an idle 2-core VM; the bound leaves room for the other pytest worker on the same cores.
+    assert time.perf_counter() - t < 3.0
 
 
 def test_backend_yamls_name_only_known_keys():

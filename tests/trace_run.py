@@ -13,10 +13,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-import runners.bench as bench
-from backends.contract import EngineRun, ModelFacts
-from runners.plan.config import BackendSpec, ModelSpec, QualitySpec, RunConfig, SweepSettings, WorkloadSpec
-from runners.plan.planner import Plan
+# This checkout's code, whatever an editable install elsewhere points at (the script's own folder,
+# tests/, is what Python put first on the path).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import runners.bench as bench  # noqa: E402
+from backends.contract import EngineRun, ModelFacts  # noqa: E402
+from runners.plan.config import BackendSpec, ModelSpec, QualitySpec, RunConfig, SweepSettings, WorkloadSpec  # noqa: E402
+from runners.plan.planner import Plan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("plan", "launch", "open", "workload", "measure", "quality", "record", "report")

@@ -17,12 +17,13 @@ from backends.contract.census import WeightCensus
 from backends.contract.clocks import CudaClock, GenerateSample, HostClock, StepTimer
 from backends.contract.engine import Engine, EngineContext, LogProbs
 from backends.contract.errors import ConfigError, RunFailure
+from backends.contract.profiling import Activity, Trace, torch_profile
 from backends.contract.metrics import (CHECKPOINT_MIB, EXPORT_S, KV_CACHE_MIB, QUANTIZE_S, WEIGHTS_MIB, Catalogue,
                                        Metric, MetricError)
 from backends.contract.versions import installed_versions
 from backends.contract.view import CALLS, EngineRun, ModelFacts, ModelFiles, Texts
 
-__all__ = ["CALLS", "CHECKPOINT_MIB", "Catalogue", "ConfigError", "CudaClock", "DamagedArtefact", "EXPORT_S",
+__all__ = ["Activity", "Trace", "torch_profile", "CALLS", "CHECKPOINT_MIB", "Catalogue", "ConfigError", "CudaClock", "DamagedArtefact", "EXPORT_S",
            "Engine", "EngineContext", "EngineRun", "GenerateSample", "HostClock", "KV_CACHE_MIB", "LogProbs",
            "Metric", "MetricError", "ModelFacts", "ModelFiles", "QUANTIZE_S", "RunFailure", "StepTimer", "Texts",
            "WEIGHTS_MIB", "WeightCensus", "build_once", "builder_lock", "cache_dir", "cache_path", "content_key",

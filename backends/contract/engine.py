@@ -13,12 +13,13 @@ import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from backends.contract.census import WeightCensus
 from backends.contract.clocks import CudaClock, HostClock, StepTimer
 from backends.contract.errors import RunFailure
 from backends.contract.metrics import Metric
+from backends.contract.profiling import Trace
 from backends.contract.view import EngineRun, ModelFiles, Texts
 
 if TYPE_CHECKING:
@@ -162,6 +163,13 @@ class Engine(ABC):
         """The clock that times this engine's work. Host clock + synchronize unless overridden:
         CUDA events only see the stream they are recorded on, so only a torch engine may use them."""
         return HostClock(self.synchronize)
+
+    def profile(self, run_once: Callable[[], int], trace_path: Path) -> Trace | None:
+        """Run `run_once` (one pass of the workload; it returns the output tokens or examples it produced)
+        under this engine's profiler, keep the trace at `trace_path` (a compressed Chrome trace), and
+        return what it saw (backends.contract.profiling.Trace). None: this engine has no profiler hook
+        (the record says so). Engines that can, list "profile" in `capabilities`."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """What actually ran: engine version, kernels / providers used, memory settings."""

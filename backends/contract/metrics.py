@@ -88,6 +88,8 @@ class Metric:
     # cell that needs a conversion or export pays it, the next ones find it cached (a "-100%" there
     # would read as one backend's saving).
     compared: bool = True
+    # A 0 that is a real reading (a profiled class that took no time), not a value rounded away.
+    zero_is_real: bool = False
 
     def __post_init__(self) -> None:
         where = f"metric {self.key!r}"
@@ -110,7 +112,7 @@ class Metric:
     def positive(self) -> bool:
         """A time, rate, size or energy is never 0: a stored 0 was rounded away by its writer. (A KL or
         an agreement % can be 0.)"""
-        return self.group != "quality"
+        return self.group != "quality" and not self.zero_is_real
 
     @property
     def unit(self) -> Unit:

@@ -148,7 +148,7 @@ def run_job(plan: Plan, out_dir: Path, console: IO[str] | None = None, root: Pat
     writer = RecordWriter(out_dir / RECORD_NAME, worker.new_record(plan), root)
     try:
         if not isolate:
-            worker.measure(plan, writer.on_message, console)
+            worker.measure(plan, writer.on_message, console, out_dir)
             return writer.finish(None, run.timeout_s, None)
         try:
             with _gpus_for(plan) as env:

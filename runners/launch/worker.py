@@ -53,7 +53,7 @@ def _progress_bar(total: int, desc: str, console: IO[str]):
     return tqdm(total=total, desc=desc, unit="call", file=console, dynamic_ncols=True, leave=False)
 
 
-def measure(plan: Plan, emit: Emit, console: IO[str]) -> RunRecord:
+def measure(plan: Plan, emit: Emit, console: IO[str], trace_dir: Path | None = None) -> RunRecord:
     """Measure one run; failures become classified records, not exceptions. Emits record snapshots."""
     t0 = time.perf_counter()
     run, device = plan.run, plan.device
@@ -86,7 +86,8 @@ def measure(plan: Plan, emit: Emit, console: IO[str]) -> RunRecord:
         for bs in wl.batch_sizes:
             most = wl.max_repeats if wl.repeats == "auto" else wl.repeats
             with _progress_bar(wl.warmup + most, f"{run.backend.name} {wl.kind} bs={bs}", console) as bar:
-                point = kind.run(engine, wl, bs, vocab, device, bar.update)
+                trace = trace_dir / f"trace-{wl.kind}-bs{bs}.json.gz" if run.profile and trace_dir else None
+                point = kind.run(engine, wl, bs, vocab, device, bar.update, trace)
             record.points.append(point)
             record.summarize_status()
             log.info("%s batch %d: %s%s", run.backend.name, bs, point.status,
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         if plan.kind == "reference":
             reference(plan, emit)
         else:
-            measure(plan, emit, console)
+            measure(plan, emit, console, Path(argv[0]).parent)
     finally:
         results.close()
         console.close()

@@ -16,20 +16,20 @@ The classes' names and patterns are README material ("Why a backend is slow"): c
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable
 
 from backends.contract import Metric
+from backends.contract.profiling import Activity, Trace
 
 # (class, label, pattern): matched case-insensitively against an activity's name, in this order.
 CLASSES: tuple[tuple[str, str, str], ...] = (
     ("quantized_matmul", "quantized matmul",
-     r"igemm|int8.*(gemm|matmul)|gemm.*int8|imma|i8i8|matmulinteger|matmulnbits|marlin|machete|scaled_mm|"
+     r"igemm|i8\d*gemm|int8.*(gemm|matmul)|gemm.*int8|imma|i8i8|s8s8|matmulinteger|matmulnbits|marlin|machete|scaled_mm|"
      r"fp8.*gemm|cutlass.*(fp8|e4m3)|gemv_4bit|kgemm_4bit|gemm_4bit|kdequantize.*gemm|awq.*gemm|gptq|"
      r"bnb.*matmul|int8_linear|_int_mm|mm_int8"),
     ("activation_quant", "activation (de)quantization",
-     r"quantize|dequant|vectorwise|double_row|extract_outliers|int8_vectorwise|absmax|scale.*quant|"
-     r"dynamicquantizelinear|quantizelinear"),
+     r"quant|vectorwise|double_row|extract_outliers|absmax"),
     ("attention", "attention",
      r"attention|attn|flash|fmha|sdpa|scaled_dot_product|paged|softmax"),
     ("float_matmul", "float matmul",
@@ -57,49 +57,29 @@ def classify(name: str) -> str:
     return OTHER[0]
 
 
-@dataclass
-class Activity:
-    """One device activity: a GPU kernel or copy, or (CPU runs) a leaf operator's own time."""
-
-    name: str
-    dur_us: float
-
-
-@dataclass
-class Trace:
-    """What a profiled pass saw, in the engine-independent form the classifier reads."""
-
-    profiler: str  # "torch.profiler (CPU, CUDA)", "onnxruntime", ...
-    device: str  # "cuda" | "cpu": where the activities ran
-    span_us: float  # wall time of the profiled pass
-    activities: list[Activity] = field(default_factory=list)
-    launches: int | None = None  # kernel launches issued by the host (GPU runs)
-    syncs: int | None = None  # host waits on the device (synchronize calls, blocking copies)
-    units: int = 1  # output tokens (generate) or examples (classify) the pass produced
-    trace_file: str | None = None  # the compressed Chrome trace beside the record, for Perfetto
-    notes: list[str] = field(default_factory=list)
-
-
 def _metric_key(cls: str) -> str:
     return f"time_{cls}_ms"
 
 
-def metrics_for(unit: str) -> tuple[Metric, ...]:
-    """The breakdown's declarations; `unit` is what the time is per ("output token", "example")."""
+UNIT = "unit"  # an output token (generate), an example (classify): the tables say so
+
+
+def metrics_for(unit: str = UNIT) -> tuple[Metric, ...]:
+    """The breakdown's declarations, per unit of work (an output token; an example for classifiers)."""
     labels = dict((c, lab) for c, lab, _ in CLASSES) | {OTHER[0]: OTHER[1]}
-    out = [Metric(_metric_key(c), f"Profiled: {labels[c]}, ms per {unit}", "lower", "efficiency", "point",
-                  "not profiled (profile=false)", compared=False) for c in CLASS_KEYS]
+    out = [Metric(_metric_key(c), f"Profiled time in {labels[c]}, ms per {unit}", "lower", "efficiency", "point",
+                  "not profiled (profile=false)", compared=False, zero_is_real=True) for c in CLASS_KEYS]
     out += [
-        Metric("profiled_device_ms", f"Profiled: device time, ms per {unit}", "lower", "efficiency", "point",
+        Metric("profiled_device_ms", f"Profiled device time, ms per {unit}", "lower", "efficiency", "point",
                "not profiled (profile=false)", compared=False),
-        Metric("device_busy_pct", "Profiled: device busy, % of the step", "higher", "efficiency", "point",
+        Metric("device_busy_pct", "Profiled device busy share, %", "higher", "efficiency", "point",
                "not profiled (profile=false)", compared=False),
-        Metric("unclassified_pct", "Profiled: unclassified device time, %", "none", "efficiency", "point",
-               "not profiled (profile=false)", compared=False),
-        Metric("kernel_launches_per_unit", f"Profiled: kernel launches per {unit}", "lower", "efficiency", "point",
-               "not profiled (profile=false)", compared=False, unitless=True),
-        Metric("host_syncs_per_unit", f"Profiled: host-device synchronizations per {unit}", "lower", "efficiency",
-               "point", "not profiled (profile=false)", compared=False, unitless=True),
+        Metric("unclassified_pct", "Profiled unclassified device time, %", "none", "efficiency", "point",
+               "not profiled (profile=false)", compared=False, zero_is_real=True),
+        Metric("kernel_launches_per_unit", f"Profiled kernel launches per {unit}", "lower", "efficiency", "point",
+               "not profiled (profile=false)", compared=False, unitless=True, zero_is_real=True),
+        Metric("host_syncs_per_unit", f"Profiled host-device synchronizations per {unit}", "lower", "efficiency",
+               "point", "not profiled (profile=false)", compared=False, unitless=True, zero_is_real=True),
     ]
     return tuple(out)
 
@@ -123,7 +103,9 @@ def breakdown(trace: Trace) -> Breakdown:
         by_name[a.name][1] += 1
     total_us = sum(by_class.values())
     metrics = {_metric_key(c): round(us / 1e3 / units, 6) for c, us in by_class.items()}
-    metrics["profiled_device_ms"] = round(total_us / 1e3 / units, 6)
+    # Measured apart from the activities (kernel-interval union, or top-level operators' time): the
+    # classes must add up to it, and `classified_of_device_pct` says how well they do.
+    metrics["profiled_device_ms"] = round(trace.device_us / 1e3 / units, 6)
     absent: dict[str, str] = {}
     if total_us > 0:
         metrics["unclassified_pct"] = round(100.0 * by_class[OTHER[0]] / total_us, 3)
@@ -131,7 +113,7 @@ def breakdown(trace: Trace) -> Breakdown:
         absent["unclassified_pct"] = "the profiler saw no device activity"
     if trace.span_us > 0 and trace.device == "cuda":
         # Kernels on several streams can overlap: the busy share is capped at 100%.
-        metrics["device_busy_pct"] = round(min(100.0, 100.0 * total_us / trace.span_us), 3)
+        metrics["device_busy_pct"] = round(min(100.0, 100.0 * trace.device_us / trace.span_us), 3)
     else:
         absent["device_busy_pct"] = ("CPU run: the CPU is the device, and busy with the host's work too"
                                      if trace.device != "cuda" else "no profiled span")
@@ -144,9 +126,10 @@ def breakdown(trace: Trace) -> Breakdown:
     top = sorted(by_name.items(), key=lambda kv: -kv[1][0])[:TOP_N]
     facts: dict[str, object] = {
         "profiler": trace.profiler, "device": trace.device, "units": units, "span_ms": round(trace.span_us / 1e3, 3),
+        "classes_sum_of_device_pct": round(100.0 * total_us / trace.device_us, 2) if trace.device_us else None,
         "top": [{"name": n[:160], "class": classify(n), "ms_per_unit": round(v[0] / 1e3 / units, 6), "calls": v[1]}
                 for n, v in top],
-        "trace_file": trace.trace_file, "notes": list(trace.notes),
+        "trace_file": trace.trace_file, "notes": list(trace.notes), **trace.facts,
     }
     return Breakdown(metrics, absent, facts)
 

@@ -221,6 +221,9 @@ class RunConfig:
     device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=COORDINATE)
     timeout_s: float = field(default=1800.0, metadata=NOT_IDENTITY)
     quality: QualitySpec = field(default_factory=QualitySpec)
+    # One more pass of each batch size after its timed repeats, under the engine's profiler: where the
+    # time goes (runners.measure.breakdown). Never mixed into the timed numbers.
+    profile: bool = False
     # The head the workload kind needs (causal_lm | sequence_classification): set from the workload
     # registry when the config is built, so engines need not know workload kinds.
     task: str = field(default="causal_lm", metadata={**NOT_IDENTITY, "derived": True})

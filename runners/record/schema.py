@@ -66,12 +66,14 @@ class Point:
     metrics: dict[str, Stat | float] = field(default_factory=dict)
     # metric key -> why it was not measured (a table shows the reason, never 0)
     absent: dict[str, str] = field(default_factory=dict)
+    # What is not a number: how a figure was made (the profiled pass's top kernels, its trace file, ...).
+    facts: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "Point":
         metrics = {k: Stat.from_dict(v) if isinstance(v, dict) else v for k, v in (d.get("metrics") or {}).items()}
         return Point(batch_size=d["batch_size"], status=d.get("status", "ok"), reason=d.get("reason"),
-                     metrics=metrics, absent=dict(d.get("absent") or {}))
+                     metrics=metrics, absent=dict(d.get("absent") or {}), facts=dict(d.get("facts") or {}))
 
 
 @dataclass

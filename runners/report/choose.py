@@ -47,6 +47,7 @@ import re
 from dataclasses import dataclass, field
 
 from backends.contract import Catalogue
+from runners.measure.breakdown import why_slower
 from runners.report.metrics import UNIT_WORDS, Metric, Unit, catalogue, format_number, format_value, unit_of
 from runners.report.spread import Spread, within_spread
 from runners.report.table import Block, Cell, Table
@@ -491,11 +492,12 @@ def _speed_phrase(block: Block, cell: Cell, base: Cell) -> str | None:
         return None
     a, b = cell.values[key].value, base.values[key].value
     cmp = block.compare(cell, key)
+    ratio = f"{_ratio_text(a / b)} faster than" if a >= b else f"{_ratio_text(b / a)} slower than"
     if cmp is not None and cmp.within_spread:
-        return f"as fast as {base.backend} (the difference is inside what the repeats can tell)"
-    if a >= b:
-        return f"{_ratio_text(a / b)} faster than {base.backend}"
-    return f"{_ratio_text(b / a)} slower than {base.backend}"
+        if cmp.reason:  # too few repeats to judge: say the measured ratio, and that it is not a verdict
+            return f"{ratio} {base.backend} by its medians ({cmp.reason}: not significant)"
+        return f"as fast as {base.backend} (the 95% interval of the difference includes no change)"
+    return f"{ratio} {base.backend}"
 
 
 def _memory_phrase(block: Block, cell: Cell, base: Cell) -> str | None:
@@ -524,6 +526,10 @@ def _quality_phrase(cell: Cell) -> tuple[str | None, bool | None]:
     return f"{lost}(KL {format_number(kl, 2)} nats vs {ref})", False
 
 
+def cell_metrics(cell: Cell) -> dict[str, float]:
+    return {k: v.value for k, v in cell.values.items()}
+
+
 def overview_block(block: Block) -> Overview:
     """The default answer of one block (no constraint): the unconstrained Pareto front and one line per
     backend against the block's baseline."""
@@ -545,6 +551,8 @@ def overview_block(block: Block) -> Overview:
         if base is None:
             continue
         speed, memory = _speed_phrase(block, cell, base), _memory_phrase(block, cell, base)
+        if speed and "slower" in speed and (why := why_slower(cell_metrics(cell))):
+            speed += f" (where its time goes: {why})"
         parts = [p for p in (speed, memory) if p]
         if quality:
             joiner = " but " if (keeps is False and speed and "faster" in speed) or \

@@ -16,7 +16,8 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from runners.report.metrics import Metric, format_value, in_group
+from runners.measure.breakdown import CLASS_KEYS as BREAKDOWN_CLASSES
+from runners.report.metrics import Metric, format_number, format_value, in_group
 from runners.report.table import Block, Cell, Table, param_text
 
 QUALITY_AXIS = ("kl_mean_nats", "macro_f1_pct", "accuracy_pct", "top1_agreement_pct", "perplexity")
@@ -613,8 +614,50 @@ def sizes(table: Table, color: dict[str, str]) -> Plot:
     return Plot("sizes", "Speed vs model size", fig, notes)
 
 
+# -- where the time goes ------------------------------------------------------------------------------
+def breakdown_axes(ax, block: Block) -> bool:
+    """Stacked horizontal bars, one per profiled cell: time per unit by class (runners.measure.breakdown)."""
+    cells = [(col, c) for col, c in zip(block.columns, block.cells)
+             if c.ok and any(f"time_{k}_ms" in c.values for k in BREAKDOWN_CLASSES)]
+    if not cells:
+        return False
+    palette = {k: f"C{i}" for i, k in enumerate(BREAKDOWN_CLASSES)}
+    labelled: set[str] = set()
+    for y, (col, c) in enumerate(cells):
+        left = 0.0
+        for k in BREAKDOWN_CLASSES:
+            v = c.value(f"time_{k}_ms") or 0.0
+            if v > 0:
+                ax.barh(y, v, left=left, color=palette[k], label=None if k in labelled else k.replace("_", " "),
+                        edgecolor="white", linewidth=0.5)
+                labelled.add(k)
+                left += v
+        ax.text(left, y, f" {format_number(left, 3)} ms", va="center", fontsize=7)
+    ax.set_yticks(range(len(cells)), [col for col, _ in cells], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("profiled device time, ms per output token (per example for classifiers)", fontsize=8)
+    ax.margins(x=0.18)
+    _legend_outside(ax, fontsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    return True
+
+
+def where_time_goes(table: Table, color: dict[str, str]) -> Plot:
+    shown = [b for b in table.blocks if any(c.ok and "profiled_device_ms" in c.values for c in b.cells)]
+    title = "Where the time goes"
+    if not shown:
+        return Plot("breakdown", title, None, ["No run was profiled (profile=true adds a profiled pass)."])
+    fig, axes = _figure(len(shown), width=7.0, height=max(2.2, 0.5 * max(len(b.cells) for b in shown) + 1.5))
+    for ax, b in zip(axes, shown):
+        breakdown_axes(ax, b)
+        ax.set_title(_panel_title(b), fontsize=9)
+    fig.suptitle("Where the time goes: profiled device time per unit, by class", fontsize=10)
+    return Plot("breakdown", title, fig, ["One profiled pass after the timed repeats (never mixed into them); the "
+                                          "classes and their name patterns are in README, \"Why a backend is slow\"."])
+
+
 PLOTS = (("speed", "Speed"), ("memory", "Memory"), ("quality", "Speed vs quality"), ("scaling", "Scaling"),
-         ("sizes", "Model sizes"))
+         ("sizes", "Model sizes"), ("breakdown", "Where the time goes"))
 
 
 def all_plots(table: Table, front: Callable[[Block], list[str]]) -> list[Plot]:
@@ -622,7 +665,7 @@ def all_plots(table: Table, front: Callable[[Block], list[str]]) -> list[Plot]:
     color = colors(table)
     makers = {"speed": lambda: speed(table, color), "memory": lambda: memory(table, color),
               "quality": lambda: quality(table, color, front), "scaling": lambda: scaling(table, color),
-              "sizes": lambda: sizes(table, color)}
+              "sizes": lambda: sizes(table, color), "breakdown": lambda: where_time_goes(table, color)}
     out = []
     for name, title in PLOTS:
         try:

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from backends.contract import Engine, Metric, RunFailure, StepTimer
 from runners.record.schema import Point
 from runners.workload.inputs import token_ids
-from runners.workload.loop import measure
+from runners.workload.loop import measure, profile_point
 
 GEN = "causal_lm"
 METRICS = (
@@ -31,7 +32,8 @@ class Generate:
     primary: str = "e2e_ms"  # the metric workload.repeats=auto judges its stopping rule on
 
     def run(self, engine: Engine, wl: Any, batch_size: int, vocab_size: int, device: str,
-            progress: Callable[[], None]) -> Point:
+            progress: Callable[[], None], profile_to: Path | None = None) -> Point:
+        """Warm-up and timed repeats at one batch size; then, with `profile_to`, one profiled pass."""
         prompts = token_ids(wl.seed, batch_size, wl.prompt_tokens, vocab_size).tolist()
         timer = StepTimer(engine.make_clock())
 
@@ -54,6 +56,11 @@ class Generate:
                         ("energy_per_output_token_mj", batch_size * wl.new_tokens), self.primary)
         if point.status == "ok" and "tpot_ms" not in point.metrics:
             point.absent["tpot_ms"] = "one new token per request: no decode steps"
+        if point.status == "ok" and profile_to is not None:
+            def run_once() -> int:
+                engine.generate(prompts, wl.new_tokens, StepTimer(engine.make_clock()))
+                return batch_size * wl.new_tokens
+            profile_point(engine, point, run_once, profile_to)
         return point
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from backends.contract import Engine
+from runners.measure.breakdown import breakdown
+from runners.measure.breakdown import metrics_for as breakdown_metrics
 from runners.measure.energy import EnergyMeter
 from runners.measure.failures import classify_exception
 from runners.measure.memory import MemoryWatcher, free_memory
@@ -89,6 +92,26 @@ def _repeat(wl: Any, once: Once, progress: Callable[[], None], energy: EnergyMet
         _once(once, samples)
         progress()
     return Repeats(samples, wl.repeats)
+
+
+def profile_point(engine: Engine, point: Point, run_once: Callable[[], int], trace_path: Path) -> None:
+    """One more pass, after the timed repeats and never mixed into them, under the engine's profiler: the
+    point gains its time breakdown (runners.measure.breakdown), or why it has none."""
+    keys = [m.key for m in breakdown_metrics()]
+    try:
+        trace = engine.profile(run_once, trace_path)
+    except Exception as exc:  # noqa: BLE001 — the timed numbers stand; the breakdown says why it is absent
+        failure = classify_exception(exc)
+        point.absent.update(dict.fromkeys(keys, f"profiling failed: {failure.reason.splitlines()[0][:200]}"))
+        free_memory()
+        return
+    if trace is None:
+        point.absent.update(dict.fromkeys(keys, f"the {engine.name} engine has no profiler hook"))
+        return
+    found = breakdown(trace)
+    point.metrics.update(found.metrics)
+    point.absent.update({k: v for k, v in found.absent.items() if k not in found.metrics})
+    point.facts["profile"] = found.facts
 
 
 def measure(engine: Engine, wl: Any, batch_size: int, device: str, once: Once,
