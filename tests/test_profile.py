@@ -123,3 +123,40 @@ def test_the_profiled_pass_never_enters_the_timed_repeats():
     profile_point(Engine(), point, lambda: calls.append("pass") or 4, None)
     assert calls == ["profile", "pass"] and point.metrics["e2e_ms"] == 5.0
     assert point.metrics["time_float_matmul_ms"] == pytest.approx(0.002) and point.facts["profile"]["units"] == 4
+
+
+def test_the_profiled_pass_leaves_the_timed_numbers_where_they_were():
+    """The same point measured with and without a profiled pass: the timed medians agree within their
+    spread (a sleep-paced engine, so the comparison is about the loop, not the machine's noise)."""
+    from types import SimpleNamespace
+
+    from runners.workload import workload
+
+    class Paced:
+        name = "paced"
+
+        def make_clock(self):
+            from backends.contract import HostClock
+            return HostClock()
+
+        def generate(self, prompts, new_tokens, timer):
+            import time
+            for _ in range(new_tokens):
+                time.sleep(0.004)
+                timer.token()
+            return [[1] * new_tokens for _ in prompts]
+
+        def profile(self, run_once, trace_path):
+            units = run_once()
+            return Trace("paced", "cpu", 1.0, 1.0, [Activity("aten::mm", 1.0)], units=units)
+
+    wl = SimpleNamespace(seed=0, prompt_tokens=4, new_tokens=4, warmup=1, repeats=6, kind="generate",
+                         ci_target_pct=1.0, max_repeats=50, max_seconds=300.0)
+    kind = workload("generate")
+    plain = kind.run(Paced(), wl, 1, 64, "cpu", lambda: None)
+    profiled = kind.run(Paced(), wl, 1, 64, "cpu", lambda: None, profile_to=None)
+    with_profile = kind.run(Paced(), wl, 1, 64, "cpu", lambda: None, profile_to="unused")
+    for p in (plain, profiled, with_profile):
+        assert p.status == "ok" and p.metrics["e2e_ms"].n == 6
+    a, b = plain.metrics["e2e_ms"], with_profile.metrics["e2e_ms"]
+    assert b.min <= a.max * 1.25 and a.min <= b.max * 1.25 and "profiled_device_ms" in with_profile.metrics

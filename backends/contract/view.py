@@ -47,6 +47,9 @@ class EngineRun:
     # The longest sequence (prompt + new tokens, or input length) any call of the run will hold,
     # quality's scoring and generations included: what an engine sizes its context for.
     max_sequence_tokens: int = 0
+    # A profiled pass will follow the timed repeats (Engine.profile): an engine whose profiler must be
+    # configured before load (vLLM's engine core) sets it up; the others need not look.
+    profile: bool = False
 
 
 @runtime_checkable

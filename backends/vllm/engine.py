@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 from backends.compress import build_facts, checkpoint
 from backends.contract import (CHECKPOINT_MIB, KV_CACHE_MIB, QUANTIZE_S, WEIGHTS_MIB, ConfigError, Engine, LogProbs,
                                Metric, RunFailure, WeightCensus, installed_versions)
+from backends.contract.profiling import Trace, save_trace, trace_from_chrome
 from backends.vllm.args import (auto_max_model_len, gptq_block_modules, llm_kwargs, model_source, needs_build,
                                 vllm_environment)
 from backends.vllm.hardware import capability_failure, gpu_capability
@@ -52,6 +54,7 @@ class VllmEngine(Engine):
     devices = ("cuda",)
     requires = ("vllm",)
     calls = frozenset({"generate", "score"})
+    capabilities = frozenset({"profile"})
     metrics = (QUANTIZE_S, CHECKPOINT_MIB, WEIGHTS_MIB, KV_CACHE_MIB,
                Metric("model_load_mib", "Model load memory (vLLM-reported), MiB", "lower", "load", "run",
                       "not a vLLM run, or vLLM did not log it"))
@@ -77,6 +80,7 @@ class VllmEngine(Engine):
         self.gpu_name = ""
         self._log: LogCapture | None = None
         self.built = None  # backends.compress.CheckpointBuild when options.compress makes the checkpoint
+        self.profile_dir: str | None = None  # where vLLM's workers write their torch profiler traces
         if options.compress is not None:
             self.requires = ("vllm", "llmcompressor")
             self.packages = self.packages + ("llmcompressor",)
@@ -142,6 +146,14 @@ class VllmEngine(Engine):
         source = model_source(o, self.ctx, self.built)
         _, _, self.injected_qcfg, self.source = source
         self.kwargs = llm_kwargs(o, self.ctx, source)
+        if self.ctx.run.profile:
+            # The engine core runs in another process: its profiler is configured before it starts and
+            # only records between start_profile() and stop_profile() (the profiled pass).
+            import tempfile
+
+            self.profile_dir = tempfile.mkdtemp(prefix="qb_vllm_profile_")
+            self.kwargs["profiler_config"] = {"profiler": "torch", "torch_profiler_dir": self.profile_dir,
+                                              "torch_profiler_with_stack": False}
         if o.detokenize and not self.ctx.files.tokenizer_source():
             raise RunFailure("invalid_config", f"detokenize: model {self.ctx.run.model.name} has no tokenizer")
         import vllm
@@ -221,6 +233,39 @@ class VllmEngine(Engine):
         values, indices = topk_logprobs(out.prompt_logprobs, out.outputs[0].logprobs[0], k)
         return LogProbs(values=values, indices=indices,
                         next_token_values=next_token_logprobs(out.prompt_logprobs, token_ids))
+
+    def profile(self, run_once, trace_path) -> Trace | None:
+        """vLLM's own torch profiler in its worker (start_profile/stop_profile around one pass); the rank-0
+        worker's trace is read back. Written against vLLM's `profiler_config`; checked on CPU only as far
+        as its parsing goes (the GPU pass is the H200 campaign's)."""
+        if self.llm is None or self.profile_dir is None:
+            return None
+        import glob
+        import gzip
+        import json as _json
+
+        self.llm.start_profile()
+        t0 = time.perf_counter()
+        units = run_once()
+        span_us = (time.perf_counter() - t0) * 1e6
+        self.llm.stop_profile()
+        deadline = time.time() + 300  # the workers flush their traces after stop_profile returns
+        files: list[str] = []
+        while time.time() < deadline:
+            files = sorted(glob.glob(f"{self.profile_dir}/**/*.pt.trace.json*", recursive=True),
+                           key=lambda f: -Path(f).stat().st_size)
+            if files:
+                time.sleep(2.0)  # let the writer finish the file it started
+                break
+            time.sleep(1.0)
+        if not files:
+            raise RunFailure("crash", f"vLLM wrote no profiler trace into {self.profile_dir} within 300 s")
+        raw = Path(files[0]).read_bytes()
+        data = _json.loads(gzip.decompress(raw) if files[0].endswith(".gz") else raw)
+        trace = trace_from_chrome(data, "cuda", span_us, units, "vLLM torch profiler (worker, rank 0)")
+        trace.trace_file = save_trace(data, trace_path)
+        trace.notes.append(f"read from {Path(files[0]).name}; CUDA graphs replay as graph launches")
+        return trace
 
     # -- reporting ------------------------------------------------------------------------------
     def census(self) -> WeightCensus | None:

@@ -285,7 +285,7 @@ class RunConfig:
                                           num_labels=m.num_labels, trust_remote_code=m.trust_remote_code,
                                           allow_pickle=m.allow_pickle, checkpoints=dict(m.checkpoints)),
                          weights=self.weights, device=device, task=self.task, calls=self.calls(),
-                         max_sequence_tokens=self.max_sequence_tokens())
+                         max_sequence_tokens=self.max_sequence_tokens(), profile=self.profile)
 
     def check(self) -> None:
         """Checks across sections, before any engine is asked."""
