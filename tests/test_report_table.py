@@ -332,3 +332,12 @@ def test_records_written_before_the_typed_boundary_still_load_and_render(folder,
         fp32 = next(r for r in found.records if r.backend == "fp32")
         assert fp32.quality.metrics["kl_mean_nats"] == 0 and fp32.quality.reference == "fp32"
         assert "| KL vs reference, mean (nats) |" in md
+
+
+def test_a_field_older_records_lack_is_their_default_not_a_parameter():
+    old = record("fp32", [gen_point(1, 100.0)], order=0)
+    new = record("bnb_int8", [gen_point(1, 50.0)], order=1)
+    new.config = {**new.config, "profile": False}  # written after `profile` existed; `old` predates it
+    assert [p.path for p in build([old, new]).params] == []
+    new.config["profile"] = True
+    assert [p.path for p in build([old, new]).params] == ["profile"]

@@ -435,6 +435,22 @@ def coordinate_paths() -> set[str]:
     return out
 
 
+def field_defaults() -> dict[str, Any]:
+    """Dotted config path -> default, for every field with a default (RunConfig's and its typed sections'):
+    what a record written before a field existed meant by leaving it out."""
+    out: dict[str, Any] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{prefix}{f.name}.")
+            elif f.default is not dataclasses.MISSING:
+                out[prefix + f.name] = f.default
+    walk(RunConfig, "")
+    return out
+
+
 def sweep_setting_names() -> set[str]:
     """Top-level keys that are sweep settings (records written before they left the run config hold them)."""
     return {f.name for f in fields(SweepSettings)}

@@ -27,7 +27,7 @@ from backends.contract import Catalogue, WeightCensus
 from runners.open.verify import verdict
 from runners.plan.strict import build as build_config
 from runners.measure.stats import Stat
-from runners.plan.config import Expectation, coordinate_paths, sweep_setting_names
+from runners.plan.config import Expectation, coordinate_paths, field_defaults, sweep_setting_names
 from runners.record.schema import Point, RunRecord
 from runners.report import environment
 from runners.report.metrics import INFO, Metric, applicable, catalogue, info_text, is_number
@@ -88,6 +88,8 @@ def varying(records: list[RunRecord]) -> tuple[list[Param], dict[str, set[str]]]
     """The parameters of a folder, and per parameter the scopes (e.g. `backend=fp32`) where it varies."""
     flats = [(r, flatten(r.config)) for r in records if r.config]
     paths = list(dict.fromkeys(p for _, f in flats for p in f))
+    # A record written before a field existed (`profile`, repeats=auto's limits) meant its default.
+    defaults = field_defaults()
     found: list[str] = []
     scopes: dict[str, set[str]] = {}
     for path in paths:
@@ -95,7 +97,7 @@ def varying(records: list[RunRecord]) -> tuple[list[Param], dict[str, set[str]]]
             continue
         seen: dict[str, set[str]] = {}
         for rec, flat in flats:
-            seen.setdefault(_scope(rec, path), set()).add(_canon(flat.get(path)))
+            seen.setdefault(_scope(rec, path), set()).add(_canon(flat.get(path, defaults.get(path))))
         where = {s for s, values in seen.items() if len(values) > 1}
         if where:
             found.append(path)
