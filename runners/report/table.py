@@ -370,9 +370,21 @@ class Block:
                 out.append((col, got.spread.cv_pct))
         return out
 
+    def repeats(self) -> list[str | None]:
+        """How many timed repeats each cell took (its first metric measured over repeats; with
+        workload.repeats=auto the count differs from cell to cell)."""
+        out: list[str | None] = []
+        for c in self.cells:
+            n = next((v.spread.n for m in self.catalogue if (v := c.values.get(m.key)) is not None and v.spread), None)
+            out.append(str(n) if n is not None else None)
+        return out
+
     def info_rows(self) -> list[tuple[str, str, list[str | None]]]:
         """(key, label, text per cell) of every info row some cell has."""
         rows = []
+        repeats = self.repeats()
+        if any(repeats):
+            rows.append(("repeats", "Timed repeats", repeats))
         for info in INFO:
             texts = [c.info.get(info.key) for c in self.cells]
             if any(texts):
