@@ -20,8 +20,9 @@ import pytest
 
 from .conftest import ROOT
 
+# The quality settings of tests/test_e2e_smollm.py: the two share the reference's cached outputs.
 SMALL = ["workload.warmup=0", "workload.repeats=1", "workload.prompt_tokens=8", "workload.new_tokens=2",
-         "workload.batch_sizes=[1]", "quality.eval_tokens=16", "quality.generations=1",
+         "workload.batch_sizes=[1]", "quality.eval_tokens=32", "quality.generations=2",
          "quality.generation_tokens=4", "report.html=false"]
 LARGE = re.compile(r"^model=(qwen|llama)")
 
