@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterator
 

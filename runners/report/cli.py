@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     if asked and args.out is None:
         print(choose.markdown(report.decision) if report.decision else report.markdown())
-        print(f"(nothing written; give --out DIR to write the tables and report with this answer)", file=sys.stderr)
+        print("(nothing written; give --out DIR to write the tables and report with this answer)", file=sys.stderr)
         return 1 if report.table.invalid else 0
     out = args.out or root
     if args.out is not None and args.out.exists() and not args.out.is_dir():

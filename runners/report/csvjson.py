@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 from runners.report.environment import run_env
