@@ -160,7 +160,15 @@ class VllmEngine(Engine):
 
         self._log.attach()
         try:
-            self.llm = vllm.LLM(**self.kwargs)
+            try:
+                self.llm = vllm.LLM(**self.kwargs)
+            except TypeError as exc:
+                if "profiler_config" not in str(exc) or "profiler_config" not in self.kwargs:
+                    raise
+                # A vLLM without `profiler_config` reads the trace folder from the environment instead.
+                del self.kwargs["profiler_config"]
+                self._log.set_env("VLLM_TORCH_PROFILER_DIR", self.profile_dir)
+                self.llm = vllm.LLM(**self.kwargs)
         except Exception as exc:  # noqa: BLE001 — classified below
             found = classify_error(f"{type(exc).__name__}: {exc}", self._log.text()[-20000:])
             if found:
