@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 from urllib.parse import urlparse
 
 from runners.measure.serving import RequestSample
@@ -47,11 +47,16 @@ def arrival_offsets_s(n: int, rate_per_s: float, arrival: Arrival, seed: int) ->
     return out
 
 
-def send(base_url: str, model: str, req: Request, timeout_s: float) -> RequestSample:
-    """One streamed completion; never raises (an error is the sample's `error`)."""
+Extra = Callable[[Request], dict]
+
+
+def send(base_url: str, model: str, req: Request, timeout_s: float, extra: Extra | None = None) -> RequestSample:
+    """One streamed completion; never raises (an error is the sample's `error`). `extra`: the server's own
+    fields (vLLM takes `ignore_eos` and `min_tokens`, so every request decodes exactly max_tokens;
+    `transformers serve` refuses unknown fields, so its requests may end at an end-of-sequence token)."""
     url = urlparse(base_url)
-    body = {"model": model, "prompt": req.prompt, "max_tokens": req.max_tokens, "min_tokens": req.max_tokens,
-            "ignore_eos": True, "temperature": 0.0, "stream": True, "stream_options": {"include_usage": True}}
+    body = {"model": model, "prompt": req.prompt, "max_tokens": req.max_tokens, "temperature": 0.0, "stream": True,
+            "stream_options": {"include_usage": True}, **(extra(req) if extra else {})}
     sample = RequestSample(sent_s=time.perf_counter())
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout_s)
     try:
@@ -87,15 +92,16 @@ def send(base_url: str, model: str, req: Request, timeout_s: float) -> RequestSa
 
 
 def run_load_point(base_url: str, model: str, requests: list[Request], rate_per_s: float, arrival: Arrival,
-                   seed: int, timeout_s: float, warmup: list[Request] | None = None) -> list[RequestSample]:
+                   seed: int, timeout_s: float, warmup: list[Request] | None = None,
+                   extra: Extra | None = None) -> list[RequestSample]:
     """Warm-up requests one by one, then `requests` at the offered rate; every sample, in send order."""
     for w in warmup or []:
-        send(base_url, model, w, timeout_s)
+        send(base_url, model, w, timeout_s, extra)
     offsets = arrival_offsets_s(len(requests), rate_per_s, arrival, seed)
     samples: list[RequestSample | None] = [None] * len(requests)
 
     def worker(i: int) -> None:
-        samples[i] = send(base_url, model, requests[i], timeout_s)
+        samples[i] = send(base_url, model, requests[i], timeout_s, extra)
 
     threads = []
     start = time.perf_counter()
