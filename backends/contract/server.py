@@ -17,7 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from backends.contract.errors import RunFailure
 
@@ -55,6 +55,9 @@ class ServerProcess:
     port: int | None = None
     proc: subprocess.Popen | None = None
     facts: dict[str, Any] = field(default_factory=dict)
+    model: str = ""  # the name requests give as `model`
+    # Fields a request to this server adds (e.g. vLLM's ignore_eos / min_tokens), given the request.
+    request_extra: Callable[[Any], dict] | None = None
 
     @property
     def base_url(self) -> str:
