@@ -49,7 +49,7 @@ class TransformersEngine(Engine):
     packages = ("torch", "transformers", "accelerate", "safetensors", "bitsandbytes")
     Options = Options
     metrics = (QUANTIZE_S, CHECKPOINT_MIB, WEIGHTS_MIB)
-    capabilities = frozenset({"profile"})
+    capabilities = frozenset({"profile", "serve"})
 
     def __init__(self, options: Options, ctx):
         super().__init__(options, ctx)
@@ -181,6 +181,29 @@ class TransformersEngine(Engine):
             ids = torch.tensor([token_ids], dtype=torch.long, device=self.ctx.device)
             logits = self.model(input_ids=ids).logits[0].float()
             return LogProbs(torch.log_softmax(logits, dim=-1).cpu().numpy())
+
+    # -- serving -------------------------------------------------------------------------------
+    SERVE_QUANTIZATION = {"none": None, "bnb_int8": "bnb-8bit", "bnb_nf4": "bnb-4bit", "bnb_fp4": "bnb-4bit"}
+
+    def server(self, log_path):
+        """`transformers serve` on the same folder, dtype and device, with continuous batching (what its
+        docs advise for load). bitsandbytes rows pass its `--quantization`; a quantization it cannot
+        express (compressed-tensors checkpoints) has no server."""
+        import sys
+
+        from backends.contract.server import ServerProcess
+
+        o = self.options
+        if o.quantization not in self.SERVE_QUANTIZATION:
+            return None
+        folder = self.ctx.files.folder()
+        cmd = [sys.executable, "-m", "transformers.cli.transformers", "serve", folder, "--host", "127.0.0.1",
+               "--port", "{port}", "--device", self.ctx.device, "--dtype", o.dtype, "--continuous-batching"]
+        if self.SERVE_QUANTIZATION[o.quantization]:
+            cmd += ["--quantization", self.SERVE_QUANTIZATION[o.quantization]]
+        # transformers serve refuses fields it does not know: no ignore_eos, so a request may end early
+        # at an end-of-sequence token; the samples count the tokens each request really produced.
+        return ServerProcess(cmd, log_path, health_path="/health", model=folder)
 
     # -- profiling -----------------------------------------------------------------------------
     def profile(self, run_once, trace_path) -> Trace:

@@ -20,6 +20,7 @@ from backends.contract.clocks import CudaClock, HostClock, StepTimer
 from backends.contract.errors import RunFailure
 from backends.contract.metrics import Metric
 from backends.contract.profiling import Trace
+from backends.contract.server import ServerProcess
 from backends.contract.view import EngineRun, ModelFiles, Texts
 
 if TYPE_CHECKING:
@@ -169,6 +170,12 @@ class Engine(ABC):
         under this engine's profiler, keep the trace at `trace_path` (a compressed Chrome trace), and
         return what it saw (backends.contract.profiling.Trace). None: this engine has no profiler hook
         (the record says so). Engines that can, list "profile" in `capabilities`."""
+        return None
+
+    def server(self, log_path: Path) -> "ServerProcess | None":
+        """This backend as a real OpenAI-compatible server (not started yet: the `serve` workload starts
+        and always stops it), with the fields its requests need (`request_extra`). None: this engine has
+        no server (the record says so). Engines that can, list "serve" in `capabilities`."""
         return None
 
     def describe(self) -> dict[str, Any]:

@@ -54,7 +54,7 @@ class VllmEngine(Engine):
     devices = ("cuda",)
     requires = ("vllm",)
     calls = frozenset({"generate", "score"})
-    capabilities = frozenset({"profile"})
+    capabilities = frozenset({"profile", "serve"})
     metrics = (QUANTIZE_S, CHECKPOINT_MIB, WEIGHTS_MIB, KV_CACHE_MIB,
                Metric("model_load_mib", "Model load memory (vLLM-reported), MiB", "lower", "load", "run",
                       "not a vLLM run, or vLLM did not log it"))
@@ -241,6 +241,25 @@ class VllmEngine(Engine):
         values, indices = topk_logprobs(out.prompt_logprobs, out.outputs[0].logprobs[0], k)
         return LogProbs(values=values, indices=indices,
                         next_token_values=next_token_logprobs(out.prompt_logprobs, token_ids))
+
+    def server(self, log_path):
+        """`vllm serve` with exactly the engine arguments of the offline path (the same EngineArgs
+        names: backends.vllm.cli), a tokenizer on so that text prompts stream text back."""
+        import sys
+
+        from backends.contract.server import ServerProcess
+        from backends.vllm.cli import kwargs_to_cli
+
+        o = self.options
+        source = model_source(o, self.ctx, self.built)
+        kwargs = {k: v for k, v in llm_kwargs(o, self.ctx, source).items() if k not in ("model", "seed")}
+        kwargs["skip_tokenizer_init"] = False
+        model = source[0]
+        cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", model, "--host", "127.0.0.1",
+               "--port", "{port}", *kwargs_to_cli(kwargs)]
+        env = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn", **vllm_environment()}
+        return ServerProcess(cmd, log_path, health_path="/health", env=env, model=model,
+                             request_extra=lambda req: {"ignore_eos": True, "min_tokens": req.max_tokens})
 
     def profile(self, run_once, trace_path) -> Trace | None:
         """vLLM's own torch profiler in its worker (start_profile/stop_profile around one pass); the rank-0

@@ -12,7 +12,7 @@ import pkgutil
 from typing import Any
 
 # Modules of this package that are helpers of every kind, not kinds.
-_HELPERS = {"inputs", "loop"}
+_HELPERS = {"client", "inputs", "loop"}
 
 
 def _kind_names() -> list[str]:

@@ -1,0 +1,134 @@
+"""A real server an engine starts for the `serve` workload (WIP for issue 32): its own process group on
+a free loopback port, its log kept, its health waited for with a time limit, and always stopped.
+
+`ServerProcess(cmd, log_path)` is a context manager: entering starts the command (with `{port}` in it
+replaced by the port it got) and waits until `GET <health_path>` answers 200; leaving stops the whole
+process group (SIGTERM, then SIGKILL after a grace period) and checks the port is free again. A server
+that exits before it is healthy, or is not healthy in time, is a RunFailure carrying its last log line,
+and nothing is left running.
+"""
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from backends.contract.errors import RunFailure
+
+GRACE_S = 10.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def last_line(path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:300] if lines else ""
+
+
+@dataclass
+class ServerProcess:
+    cmd: list[str]
+    log_path: Path
+    health_path: str = "/health"
+    start_timeout_s: float = 300.0
+    host: str = "127.0.0.1"
+    env: dict[str, str] | None = None
+    port: int | None = None
+    proc: subprocess.Popen | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    model: str = ""  # the name requests give as `model`
+    # Fields a request to this server adds (e.g. vLLM's ignore_eos / min_tokens), given the request.
+    request_extra: Callable[[Any], dict] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> "ServerProcess":
+        self.port = self.port or free_port(self.host)
+        cmd = [c.replace("{port}", str(self.port)) for c in self.cmd]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        t0 = time.perf_counter()
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True, env={**os.environ, **(self.env or {})})
+        finally:
+            log.close()
+        try:
+            self._wait_healthy(t0)
+        except BaseException:
+            self.stop()
+            raise
+        self.facts["start_s"] = round(time.perf_counter() - t0, 3)
+        return self
+
+    def _wait_healthy(self, t0: float) -> None:
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise RunFailure("crash", f"the server exited at start (code {rc}): {last_line(self.log_path)}")
+            if self._healthy():
+                return
+            if time.perf_counter() - t0 > self.start_timeout_s:
+                raise RunFailure("timeout", f"the server was not healthy within {self.start_timeout_s:g} s: "
+                                            f"{last_line(self.log_path)}")
+            time.sleep(0.5)
+
+    def _healthy(self) -> bool:
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
+        try:
+            conn.request("GET", self.health_path)
+            return conn.getresponse().status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        """Stop the server's whole process group; idempotent."""
+        if self.proc is None or self.proc.poll() is not None and not _group_alive(self.proc.pid):
+            return
+        for sig, wait in ((signal.SIGTERM, GRACE_S), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+            if not _group_alive(self.proc.pid):
+                break
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,205 @@
+"""Serving statistics, computed in one place from raw per-request samples.
+
+A load point (one offered request rate) keeps every request's sample: when it was sent, when each
+streamed chunk of tokens arrived, how many output tokens it produced, whether it failed. Every
+statistic is computed here from those samples, so each has its spread and the record can recompute it.
+
+Definitions (quantbench's; they differ between tools, the README compares them):
+- **TTFT**: request sent -> first output token received (queueing and prefill included).
+- **ITL** (inter-token latency): each gap between two consecutive streamed chunks of one request
+  (a chunk carrying n > 1 tokens counts as one gap, as vLLM's `bench serve` counts it).
+- **TPOT** (time per output token): a request's (end-to-end - TTFT) / (output tokens - 1), then the
+  percentiles over requests (vLLM's definition; GuideLLM's "TPOT" divides by all output tokens).
+- **E2E latency**: request sent -> last token received.
+- **Achieved rate**: completed requests / the load point's duration (first send to last completion);
+  output tokens/s likewise.
+- **SLO attainment**: the share of requests that met every per-request term (TTFT <= x, TPOT <= y,
+  E2E <= z); failed requests never meet it. **Goodput**: requests that met every term per second.
+- **Capacity** under an SLO: the highest offered rate whose load point meets every percentile term
+  (e.g. TTFT p90 <= 500 ms and TPOT p90 <= 50 ms) with no failed request; between the highest passing
+  and the lowest failing rate, the rate where the binding term crosses its limit by linear
+  interpolation (stated as interpolated). No passing rate: capacity absent, with the term that binds.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from backends.contract import Metric
+from runners.measure.stats import Stat, percentile
+
+
+@dataclass
+class RequestSample:
+    """One request of a load point, as the client saw it (times in seconds, the client's clock)."""
+
+    sent_s: float
+    chunk_times_s: list[float] = field(default_factory=list)  # arrival of each streamed chunk with tokens
+    output_tokens: int = 0
+    prompt_tokens: int = 0
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.chunk_times_s) and self.output_tokens > 0
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return (self.chunk_times_s[0] - self.sent_s) * 1e3 if self.ok else None
+
+    @property
+    def e2e_ms(self) -> float | None:
+        return (self.chunk_times_s[-1] - self.sent_s) * 1e3 if self.ok else None
+
+    @property
+    def tpot_ms(self) -> float | None:
+        if not self.ok or self.output_tokens < 2:
+            return None
+        return (self.e2e_ms - self.ttft_ms) / (self.output_tokens - 1)
+
+    @property
+    def itl_ms(self) -> list[float]:
+        t = self.chunk_times_s
+        return [(b - a) * 1e3 for a, b in zip(t, t[1:])] if self.ok else []
+
+    def to_compact(self) -> list:
+        """[sent, [chunk offsets in ms], output tokens, prompt tokens, error]: how a record keeps it."""
+        return [round(self.sent_s, 6), [round((t - self.sent_s) * 1e3, 3) for t in self.chunk_times_s],
+                self.output_tokens, self.prompt_tokens, self.error]
+
+    @staticmethod
+    def from_compact(row: list) -> "RequestSample":
+        sent, offsets, out, prompt, error = row
+        return RequestSample(sent, [sent + o / 1e3 for o in offsets], out, prompt, error)
+
+
+@dataclass(frozen=True)
+class Slo:
+    """Per-request limits (None: no limit on that term), and the percentile the capacity rule holds them at."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2e_ms: float | None = None
+    percentile: float = 90.0
+
+    def terms(self) -> list[tuple[str, float]]:
+        return [(k, v) for k, v in (("ttft_ms", self.ttft_ms), ("tpot_ms", self.tpot_ms), ("e2e_ms", self.e2e_ms))
+                if v is not None]
+
+    def met_by(self, s: RequestSample) -> bool:
+        if not s.ok:
+            return False
+        for key, limit in self.terms():
+            value = getattr(s, key)
+            if value is None and key == "tpot_ms":
+                continue  # one output token: no decode step to judge
+            if value is None or value > limit:
+                return False
+        return True
+
+
+SERVE = "causal_lm"
+METRICS: tuple[Metric, ...] = (
+    Metric("ttft_ms", "TTFT, ms", "lower", "speed", "repeats", task=SERVE),
+    Metric("tpot_ms", "Decode time per output token (TPOT), ms", "lower", "speed", "repeats", task=SERVE),
+    Metric("itl_ms", "Inter-token latency (ITL), ms", "lower", "speed", "repeats", task=SERVE),
+    Metric("e2e_ms", "End-to-end latency per request, ms", "lower", "speed", "repeats", task=SERVE),
+    Metric("offered_rate_per_s", "Offered request rate, req/s", "none", "speed", "point", task=SERVE),
+    Metric("achieved_rate_per_s", "Achieved request rate, req/s", "higher", "speed", "point", task=SERVE),
+    Metric("served_output_tokens_per_s", "Served output tokens/s", "higher", "speed", "point", task=SERVE),
+    Metric("goodput_per_s", "Goodput (requests meeting the SLO), req/s", "higher", "speed", "point",
+           "no SLO given (report.slo)", task=SERVE),
+    Metric("slo_attainment_pct", "SLO attainment, %", "higher", "speed", "point", "no SLO given (report.slo)",
+           task=SERVE, zero_is_real=True),
+    Metric("failed_requests_pct", "Failed requests, %", "lower", "speed", "point", task=SERVE, zero_is_real=True),
+)
+
+
+@dataclass
+class LoadPointStats:
+    metrics: dict[str, Stat | float]
+    absent: dict[str, str]
+
+
+def load_point_stats(samples: Iterable[RequestSample], offered_rate_per_s: float,
+                     slo: Slo | None = None) -> LoadPointStats:
+    """Every statistic of one load point, from its samples."""
+    samples = list(samples)
+    ok = [s for s in samples if s.ok]
+    metrics: dict[str, Stat | float] = {"offered_rate_per_s": offered_rate_per_s}
+    absent: dict[str, str] = {}
+    if samples:
+        metrics["failed_requests_pct"] = 100.0 * (len(samples) - len(ok)) / len(samples)
+    for key, values in (("ttft_ms", [s.ttft_ms for s in ok]), ("tpot_ms", [s.tpot_ms for s in ok]),
+                        ("e2e_ms", [s.e2e_ms for s in ok]), ("itl_ms", [g for s in ok for g in s.itl_ms])):
+        values = [v for v in values if v is not None]
+        if values:
+            metrics[key] = Stat.of(values)
+        else:
+            absent[key] = "no completed request" if not ok else "no request produced two or more tokens"
+    if ok:
+        start = min(s.sent_s for s in samples)
+        end = max(s.chunk_times_s[-1] for s in ok)
+        duration = max(end - start, 1e-9)
+        metrics["achieved_rate_per_s"] = len(ok) / duration
+        metrics["served_output_tokens_per_s"] = sum(s.output_tokens for s in ok) / duration
+        if slo is not None and slo.terms():
+            met = [s for s in samples if slo.met_by(s)]
+            metrics["slo_attainment_pct"] = 100.0 * len(met) / len(samples)
+            metrics["goodput_per_s"] = len(met) / duration
+    if slo is None or not slo.terms():
+        absent.update(goodput_per_s="no SLO given (report.slo)", slo_attainment_pct="no SLO given (report.slo)")
+    return LoadPointStats(metrics, absent)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    rate_per_s: float | None  # None: no measured rate meets the SLO
+    how: str  # "measured", "interpolated", "none", "above every measured rate"
+    binding: str | None  # the term that stops it ("ttft_ms p90 = 612 ms > 500 ms")
+
+
+def _term_value(stats: dict[str, Stat | float], key: str, pct: float) -> float | None:
+    stat = stats.get(key)
+    if not isinstance(stat, Stat):
+        return None
+    return percentile(sorted(stat.samples), pct) if stat.samples else None
+
+
+def capacity(points: list[tuple[float, dict[str, Stat | float]]], slo: Slo) -> Capacity:
+    """The highest offered rate meeting every percentile term of `slo` (see the module doc for the rule).
+    `points`: (offered rate, that load point's metrics), any order; rate `inf` is "all at once"."""
+    if not slo.terms():
+        return Capacity(None, "none", "no SLO terms")
+    rows = sorted(points, key=lambda p: p[0])
+
+    def check(stats: dict[str, Stat | float]) -> tuple[bool, str | None, float]:
+        """(passes, what binds, the worst ratio value/limit over the terms)."""
+        if (stats.get("failed_requests_pct") or 0) > 0:
+            return False, f"{stats['failed_requests_pct']:.0f}% of requests failed", math.inf
+        worst, why = 0.0, None
+        for key, limit in slo.terms():
+            value = _term_value(stats, key, slo.percentile)
+            if value is None:
+                return False, f"{key} not measured", math.inf
+            if value / limit > worst:
+                worst, why = value / limit, f"{key.removesuffix('_ms')} p{slo.percentile:g} = {value:.3g} ms > {limit:g} ms"
+        return worst <= 1.0, (None if worst <= 1.0 else why), worst
+
+    results = [(rate, *check(stats)) for rate, stats in rows]
+    passing = [r for r in results if r[1]]
+    if not passing:
+        return Capacity(None, "none", results[0][2] if results else "no load point")
+    best = max(passing, key=lambda r: r[0])
+    above = [r for r in results if r[0] > best[0] and not r[1]]
+    if not above:
+        return Capacity(best[0], "measured" if math.isfinite(best[0]) else "measured (all at once)",
+                        None if math.isfinite(best[0]) else None)
+    fail = min(above, key=lambda r: r[0])
+    if not math.isfinite(fail[0]) or not math.isfinite(fail[3]):
+        return Capacity(best[0], "measured", fail[2])
+    # The binding term's worst ratio crosses 1 between the two rates: interpolate linearly.
+    lo_r, hi_r = best[3], fail[3]
+    t = (1.0 - lo_r) / (hi_r - lo_r) if hi_r > lo_r else 0.0
+    return Capacity(best[0] + t * (fail[0] - best[0]), "interpolated", fail[2])
