@@ -46,7 +46,7 @@ def test_crash_after_first_batch_keeps_first(tmp_path):
     assert [(p.batch_size, p.status) for p in rec.points] == [(1, "ok"), (4, "crash")]
     assert rec.points[0].metrics["e2e_ms"].median > 0
     assert "SIGSEGV" in rec.points[1].reason and not rec.points[1].metrics
-    assert "[4] not measured" in rec.reason
+    assert "batch 4 not measured" in rec.reason
     table = (tmp_path / "table.md").read_text()
     assert "| Status | crash: worker killed by SIGSEGV" in table and "batch 4" in table
 

@@ -14,6 +14,7 @@ declarations quantbench ships). A record from a newer quantbench is refused with
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -49,6 +50,8 @@ def _plain(obj: Any) -> Any:
         return [_plain(v) for v in obj]
     if isinstance(obj, dict):
         return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, float) and math.isinf(obj):
+        return "inf" if obj > 0 else "-inf"  # JSON has no infinity: a rate "all at once" is written "inf"
     return obj
 
 
@@ -58,9 +61,10 @@ def _number(value: Any) -> bool:
 
 @dataclass
 class Point:
-    """One batch size of a run: `Stat`s over the timed repeats, single numbers, and why others are absent."""
+    """One load of a run: a batch size (offline kinds: `Stat`s over the timed repeats) or an offered request
+    rate (`serve`: `Stat`s over the requests of the load point); single numbers, and why others are absent."""
 
-    batch_size: int
+    batch_size: int | None
     status: str = "ok"
     reason: str | None = None
     metrics: dict[str, Stat | float] = field(default_factory=dict)
@@ -68,12 +72,28 @@ class Point:
     absent: dict[str, str] = field(default_factory=dict)
     # What is not a number: how a figure was made (the profiled pass's top kernels, its trace file, ...).
     facts: dict[str, Any] = field(default_factory=dict)
+    # The offered request rate of a `serve` load point, req/s (math.inf: every request at once; JSON "inf").
+    rate_per_s: float | None = None
+
+    @property
+    def where(self) -> str:
+        """The point's coordinate in words: "batch 8", "2 req/s", "all at once"."""
+        if self.rate_per_s is None:
+            return f"batch {self.batch_size}"
+        return "all at once" if math.isinf(self.rate_per_s) else f"{self.rate_per_s:g} req/s"
+
+    @property
+    def order_key(self) -> tuple[int, float]:
+        """Sorts batch sizes, then rates (all at once last)."""
+        return (0, float(self.batch_size or 0)) if self.rate_per_s is None else (1, self.rate_per_s)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "Point":
         metrics = {k: Stat.from_dict(v) if isinstance(v, dict) else v for k, v in (d.get("metrics") or {}).items()}
-        return Point(batch_size=d["batch_size"], status=d.get("status", "ok"), reason=d.get("reason"),
-                     metrics=metrics, absent=dict(d.get("absent") or {}), facts=dict(d.get("facts") or {}))
+        rate = d.get("rate_per_s")
+        return Point(batch_size=d.get("batch_size"), status=d.get("status", "ok"), reason=d.get("reason"),
+                     metrics=metrics, absent=dict(d.get("absent") or {}), facts=dict(d.get("facts") or {}),
+                     rate_per_s=None if rate is None else float(rate))
 
 
 @dataclass
@@ -145,7 +165,7 @@ class RunRecord:
         for the place it is in. Raises ValueError (MetricError for an undeclared key)."""
         check_status(self.status)
         for p in self.points:
-            check_status(p.status, f"batch {p.batch_size} status")
+            check_status(p.status, f"{p.where} status")
         if self.schema_version < SCHEMA_VERSION:
             return  # an upgraded old record: its keys were never declared
         cat = self.catalogue()
@@ -153,8 +173,8 @@ class RunRecord:
         for p in self.points:
             stats = [k for k, v in p.metrics.items() if isinstance(v, Stat)]
             numbers = [k for k, v in p.metrics.items() if not isinstance(v, Stat)]
-            bad += [f"batch {p.batch_size} {k}" for k in cat.undeclared(stats, "repeats")]
-            bad += [f"batch {p.batch_size} {k}" for k in cat.undeclared(numbers, "point")]
+            bad += [f"{p.where} {k}" for k in cat.undeclared(stats, "repeats")]
+            bad += [f"{p.where} {k}" for k in cat.undeclared(numbers, "point")]
         bad += [f"load {k}" for k in cat.undeclared(self.load, "run")]
         bad += [f"quality {k}" for k in cat.undeclared(self.quality.metrics, "quality")]
         if bad:
@@ -192,11 +212,16 @@ class RunRecord:
         record = RunRecord(**{k: v for k, v in d.items() if k in known})
         check_status(record.status)
         for p in record.points:
-            check_status(p.status, f"batch {p.batch_size} status")
+            check_status(p.status, f"{p.where} status")
         return record
 
-    def planned_batch_sizes(self) -> list[int]:
-        return list((self.config.get("workload") or {}).get("batch_sizes") or [])
+    def planned_points(self) -> list[Point]:
+        """The points the run's config asks for, unmeasured: its batch sizes, or its offered rates (serve)."""
+        wl = self.config.get("workload") or {}
+        serve = wl.get("serve") or {}
+        if serve.get("rates"):
+            return [Point(batch_size=None, rate_per_s=float(r)) for r in serve["rates"]]
+        return [Point(batch_size=bs) for bs in wl.get("batch_sizes") or []]
 
     def summarize_status(self) -> None:
         """Run status from its points: ok if all ok, partial if some, else the first failure."""
@@ -207,22 +232,22 @@ class RunRecord:
             self.status, self.reason = "ok", None
         elif len(bad) < len(self.points):
             self.status = "partial"
-            self.reason = "; ".join(f"batch {p.batch_size}: {p.status}" for p in bad)
+            self.reason = "; ".join(f"{p.where}: {p.status}" for p in bad)
         else:
             self.status, self.reason = bad[0].status, bad[0].reason
 
     def fill_unmeasured(self) -> None:
-        """Every planned batch size is a point: the ones a failed run never reached say why."""
-        done = {p.batch_size for p in self.points}
-        todo = [bs for bs in self.planned_batch_sizes() if bs not in done]
+        """Every planned point is in the record: the ones a failed run never reached say why."""
+        done = {p.where for p in self.points}
+        todo = [p for p in self.planned_points() if p.where not in done]
         if not todo or self.status in ("ok", "partial"):
             return
         head = (self.reason or self.status).splitlines()[0][:300]
         if done:
-            self.reason = f"{self.reason}; batch sizes {todo} not measured"
-        for i, bs in enumerate(todo):
-            why = head if i == 0 else f"not reached: the run ended ({self.status}) at batch {todo[0]}"
-            self.points.append(Point(batch_size=bs, status=self.status, reason=why))
+            self.reason = f"{self.reason}; {', '.join(p.where for p in todo)} not measured"
+        for i, p in enumerate(todo):
+            p.status, p.reason = self.status, head if i == 0 else f"not reached: the run ended ({self.status}) at {todo[0].where}"
+            self.points.append(p)
 
 
 def start_record(*, run_id: str, backend: str, engine: str, model: str, workload: str, weights: str, device: str,
