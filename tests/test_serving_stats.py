@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from runners.measure.serving import RequestSample, Slo, capacity, load_point_stats
+from runners.measure.serving import RequestSample, Slo, SloError, capacity, load_point_stats
 
 
 def _req(sent: float, ttft: float, gaps: list[float], tokens: int | None = None, error: str | None = None):
@@ -34,7 +34,7 @@ def test_goodput_counts_only_requests_meeting_every_term_and_failures_never_meet
     good = _req(0.0, 0.1, [0.02] * 4)
     slow_first = _req(0.1, 0.9, [0.02] * 4)
     failed = RequestSample(0.2, [], 0, 8, "HTTP 500")
-    st = load_point_stats([good, slow_first, failed], 3.0, Slo(ttft_ms=500, tpot_ms=50))
+    st = load_point_stats([good, slow_first, failed], 3.0, Slo.parse("ttft_p90<=500ms,tpot_p90<=50ms"))
     assert st.metrics["slo_attainment_pct"] == pytest.approx(100 / 3)
     duration = (0.1 + 0.9 + 0.08) - 0.0
     assert st.metrics["goodput_per_s"] == pytest.approx(1 / duration)
@@ -53,7 +53,7 @@ def _point(rate: float, ttft_s: float, gap_s: float, n: int = 20) -> tuple[float
 
 
 def test_capacity_measured_interpolated_and_none():
-    slo = Slo(ttft_ms=500, tpot_ms=50)
+    slo = Slo.parse("ttft_p90<=500ms,tpot_p90<=50ms")
     pts = [_point(1, 0.1, 0.02), _point(2, 0.3, 0.03), _point(4, 0.7, 0.04)]
     cap = capacity(pts, slo)
     # TTFT p90 is 300 ms at 2 req/s (ratio 0.6) and 700 ms at 4 req/s (1.4): it crosses 1.0 halfway.
@@ -62,3 +62,14 @@ def test_capacity_measured_interpolated_and_none():
     none = capacity([_point(1, 0.9, 0.02)], slo)
     assert none.rate_per_s is None and "ttft p90 = 900 ms > 500 ms" in none.binding
     assert math.isfinite(cap.rate_per_s)
+
+
+def test_slo_syntax():
+    slo = Slo.parse("ttft_p99<=0.5s, tpot<=20ms,e2e_max_ms<3000")
+    assert [(t.key, t.percentile, t.limit_ms) for t in slo.terms] == [
+        ("ttft_ms", 99.0, 500.0), ("tpot_ms", 50.0, 20.0), ("e2e_ms", 100.0, 3000.0)]
+    assert Slo.parse(None) is None and Slo.parse("  ") is None
+    for bad in ("kl_mean<=0.05", "ttft_p90>=5ms", "ttft_p90<=5GiB", "ttft<=1ms,ttft_p90<=2ms", "ttft<=0ms"):
+        with pytest.raises(SloError) as err:
+            Slo.parse(bad)
+        assert "\n" not in str(err.value) and "report.slo" in str(err.value)

@@ -23,6 +23,7 @@ Definitions (quantbench's; they differ between tools, the README compares them):
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -74,27 +75,69 @@ class RequestSample:
         return RequestSample(sent, [sent + o / 1e3 for o in offsets], out, prompt, error)
 
 
+SLO_METRICS = ("ttft", "tpot", "e2e")
+SLO_STATS = {"median": 50.0, "p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "max": 100.0}
+_TERM = re.compile(r"^\s*(ttft|tpot|e2e)(?:_(median|p50|p90|p95|p99|max))?(?:_ms)?\s*(<=|<)\s*"
+                   r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$")
+
+
+class SloError(ValueError):
+    """An SLO that cannot be read; the message is one line and names the valid forms."""
+
+
+@dataclass(frozen=True)
+class SloTerm:
+    key: str  # ttft_ms, tpot_ms or e2e_ms: a per-request latency
+    percentile: float  # the percentile over requests that capacity holds to the limit
+    limit_ms: float
+
+    @property
+    def text(self) -> str:
+        return f"{self.key.removesuffix('_ms')} p{self.percentile:g} <= {self.limit_ms:g} ms"
+
+
 @dataclass(frozen=True)
 class Slo:
-    """Per-request limits (None: no limit on that term), and the percentile the capacity rule holds them at."""
+    """A serving SLO: per-request latency limits, each held at a percentile over a load point's requests.
 
-    ttft_ms: float | None = None
-    tpot_ms: float | None = None
-    e2e_ms: float | None = None
-    percentile: float = 90.0
+    Written in the `--require` syntax: `ttft_p90<=500ms,tpot_p90<=50ms` (a term without a statistic is
+    the median; `max` is every request). A request *meets* the SLO when each of its latencies is within
+    its limit (goodput, attainment); a load point meets it when each term's percentile is (capacity)."""
 
-    def terms(self) -> list[tuple[str, float]]:
-        return [(k, v) for k, v in (("ttft_ms", self.ttft_ms), ("tpot_ms", self.tpot_ms), ("e2e_ms", self.e2e_ms))
-                if v is not None]
+    terms: tuple[SloTerm, ...] = ()
+
+    @staticmethod
+    def parse(text: str | None) -> "Slo | None":
+        if text is None or not str(text).strip():
+            return None
+        terms = []
+        for part in str(text).split(","):
+            m = _TERM.match(part)
+            if not m:
+                raise SloError(f"report.slo: cannot read {part.strip()!r}; write METRIC[_STAT]<=NUMBER[ms|s] with "
+                               f"METRIC one of {', '.join(SLO_METRICS)} (per-request latencies) and STAT one of "
+                               f"{', '.join(SLO_STATS)}, e.g. ttft_p90<=500ms,tpot_p90<=50ms")
+            metric, stat, _, number, unit = m.groups()
+            limit = float(number) * (1e3 if unit == "s" else 1.0)
+            if limit <= 0:
+                raise SloError(f"report.slo: {part.strip()!r}: the limit must be > 0")
+            terms.append(SloTerm(f"{metric}_ms", SLO_STATS[stat or "median"], limit))
+        if len({t.key for t in terms}) != len(terms):
+            raise SloError(f"report.slo: {text!r} names a metric twice")
+        return Slo(tuple(terms))
+
+    @property
+    def text(self) -> str:
+        return ", ".join(t.text for t in self.terms)
 
     def met_by(self, s: RequestSample) -> bool:
         if not s.ok:
             return False
-        for key, limit in self.terms():
-            value = getattr(s, key)
-            if value is None and key == "tpot_ms":
+        for term in self.terms:
+            value = getattr(s, term.key)
+            if value is None and term.key == "tpot_ms":
                 continue  # one output token: no decode step to judge
-            if value is None or value > limit:
+            if value is None or value > term.limit_ms:
                 return False
         return True
 
@@ -105,7 +148,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("tpot_ms", "Decode time per output token (TPOT), ms", "lower", "speed", "repeats", task=SERVE),
     Metric("itl_ms", "Inter-token latency (ITL), ms", "lower", "speed", "repeats", task=SERVE),
     Metric("e2e_ms", "End-to-end latency per request, ms", "lower", "speed", "repeats", task=SERVE),
-    Metric("offered_rate_per_s", "Offered request rate, req/s", "none", "speed", "point", task=SERVE),
+    Metric("user_output_tokens_per_s", "Output tokens/s per user (1000 / TPOT)", "higher", "speed", "repeats",
+           task=SERVE),
     Metric("achieved_rate_per_s", "Achieved request rate, req/s", "higher", "speed", "point", task=SERVE),
     Metric("served_output_tokens_per_s", "Served output tokens/s", "higher", "speed", "point", task=SERVE),
     Metric("goodput_per_s", "Goodput (requests meeting the SLO), req/s", "higher", "speed", "point",
@@ -127,7 +171,7 @@ def load_point_stats(samples: Iterable[RequestSample], offered_rate_per_s: float
     """Every statistic of one load point, from its samples."""
     samples = list(samples)
     ok = [s for s in samples if s.ok]
-    metrics: dict[str, Stat | float] = {"offered_rate_per_s": offered_rate_per_s}
+    metrics: dict[str, Stat | float] = {}
     absent: dict[str, str] = {}
     if samples:
         metrics["failed_requests_pct"] = 100.0 * (len(samples) - len(ok)) / len(samples)
@@ -138,17 +182,24 @@ def load_point_stats(samples: Iterable[RequestSample], offered_rate_per_s: float
             metrics[key] = Stat.of(values)
         else:
             absent[key] = "no completed request" if not ok else "no request produced two or more tokens"
+    per_user = [1e3 / s.tpot_ms for s in ok if s.tpot_ms]
+    if per_user:
+        metrics["user_output_tokens_per_s"] = Stat.of(per_user)
+    else:
+        absent["user_output_tokens_per_s"] = absent.get("tpot_ms", "no decode step measured")
+    if isinstance(metrics.get("itl_ms"), Stat):
+        metrics["itl_ms"].samples = []  # every gap is in the raw samples already; the record keeps them once
     if ok:
         start = min(s.sent_s for s in samples)
         end = max(s.chunk_times_s[-1] for s in ok)
         duration = max(end - start, 1e-9)
         metrics["achieved_rate_per_s"] = len(ok) / duration
         metrics["served_output_tokens_per_s"] = sum(s.output_tokens for s in ok) / duration
-        if slo is not None and slo.terms():
+        if slo is not None and slo.terms:
             met = [s for s in samples if slo.met_by(s)]
             metrics["slo_attainment_pct"] = 100.0 * len(met) / len(samples)
             metrics["goodput_per_s"] = len(met) / duration
-    if slo is None or not slo.terms():
+    if slo is None or not slo.terms:
         absent.update(goodput_per_s="no SLO given (report.slo)", slo_attainment_pct="no SLO given (report.slo)")
     return LoadPointStats(metrics, absent)
 
@@ -170,7 +221,7 @@ def _term_value(stats: dict[str, Stat | float], key: str, pct: float) -> float |
 def capacity(points: list[tuple[float, dict[str, Stat | float]]], slo: Slo) -> Capacity:
     """The highest offered rate meeting every percentile term of `slo` (see the module doc for the rule).
     `points`: (offered rate, that load point's metrics), any order; rate `inf` is "all at once"."""
-    if not slo.terms():
+    if not slo.terms:
         return Capacity(None, "none", "no SLO terms")
     rows = sorted(points, key=lambda p: p[0])
 
@@ -179,12 +230,14 @@ def capacity(points: list[tuple[float, dict[str, Stat | float]]], slo: Slo) -> C
         if (stats.get("failed_requests_pct") or 0) > 0:
             return False, f"{stats['failed_requests_pct']:.0f}% of requests failed", math.inf
         worst, why = 0.0, None
-        for key, limit in slo.terms():
-            value = _term_value(stats, key, slo.percentile)
+        for term in slo.terms:
+            value = _term_value(stats, term.key, term.percentile)
             if value is None:
-                return False, f"{key} not measured", math.inf
-            if value / limit > worst:
-                worst, why = value / limit, f"{key.removesuffix('_ms')} p{slo.percentile:g} = {value:.3g} ms > {limit:g} ms"
+                return False, f"{term.key.removesuffix('_ms')} not measured", math.inf
+            ratio = value / term.limit_ms
+            if ratio > worst:
+                worst = ratio
+                why = f"{term.key.removesuffix('_ms')} p{term.percentile:g} = {value:.3g} ms > {term.limit_ms:g} ms"
         return worst <= 1.0, (None if worst <= 1.0 else why), worst
 
     results = [(rate, *check(stats)) for rate, stats in rows]
@@ -194,8 +247,7 @@ def capacity(points: list[tuple[float, dict[str, Stat | float]]], slo: Slo) -> C
     best = max(passing, key=lambda r: r[0])
     above = [r for r in results if r[0] > best[0] and not r[1]]
     if not above:
-        return Capacity(best[0], "measured" if math.isfinite(best[0]) else "measured (all at once)",
-                        None if math.isfinite(best[0]) else None)
+        return Capacity(best[0], "measured" if math.isfinite(best[0]) else "measured (all at once)", None)
     fail = min(above, key=lambda r: r[0])
     if not math.isfinite(fail[0]) or not math.isfinite(fail[3]):
         return Capacity(best[0], "measured", fail[2])

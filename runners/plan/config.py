@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 # Engine and workload-kind modules import nothing heavy at top level: the registries cost milliseconds.
-from backends import engine_class
+from backends import engine_class, engine_names
 from backends.contract import ConfigError, EngineRun, ModelFacts
 from runners.plan.strict import as_dict, build, non_negative, positive
 from runners.evaldata import EVAL_TEXT_DEFAULT
@@ -85,10 +85,59 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
+class ServeSpec:
+    """The `serve` workload's load: one load point per offered request rate, against a real server."""
+
+    # Offered request rates, req/s; `inf` sends every request of the point at once. One load point each.
+    rates: list[float | str] = field(metadata=COORDINATE)
+    arrival: Literal["poisson", "constant"] = "poisson"
+    # Requests per load point, or (when set) `seconds` of arrivals at each rate (at least `requests` when the
+    # rate is inf). Enough requests for the percentiles a SLO names: p90 needs tens, p99 hundreds.
+    requests: int = 32
+    seconds: float | None = None
+    # The most requests in flight at once (null: as the arrivals come); a closed-loop cap like vLLM's
+    # `--max-concurrency`.
+    max_concurrency: int | None = None
+    warmup_requests: int = 2  # sent one by one before each load point, not kept
+    # `bbc`: the BBC News text quantbench ships, cut into prompts of prompt_tokens tokens by the model's
+    # tokenizer (the server tokenizes them again); `random`: seeded token ids sent as ids (vLLM only).
+    prompts: Literal["bbc", "random"] = "bbc"
+    request_timeout_s: float = 300.0
+    start_timeout_s: float = 900.0  # the server must answer its health check within this
+
+    def __post_init__(self) -> None:
+        if not self.rates:
+            raise ConfigError("workload.serve.rates: give at least one request rate (req/s, or inf)")
+        for i, r in enumerate(self.rates):
+            if isinstance(r, str) and r.strip().lower() not in ("inf", "infinity"):
+                raise ConfigError(f"workload.serve.rates[{i}]: {r!r} is not a rate; give a number of requests/s > 0 "
+                                  f"or inf (every request at once)")
+            if not isinstance(r, str) and not (r > 0):
+                raise ConfigError(f"workload.serve.rates[{i}]: must be > 0 req/s (or inf), got {r}")
+        if len(set(self.rates_per_s)) != len(self.rates):
+            raise ConfigError(f"workload.serve.rates: {list(self.rates)} names a rate twice")
+        for name in ("requests", "max_concurrency", "seconds", "request_timeout_s", "start_timeout_s"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"workload.serve.{name}: must be > 0, got {value}")
+        non_negative("workload.serve.warmup_requests", self.warmup_requests)
+
+    @property
+    def rates_per_s(self) -> list[float]:
+        return [math.inf if isinstance(r, str) else float(r) for r in self.rates]
+
+    def requests_at(self, rate_per_s: float) -> int:
+        if self.seconds is None or math.isinf(rate_per_s):
+            return self.requests
+        return max(1, math.ceil(rate_per_s * self.seconds))
+
+
+@dataclass(frozen=True)
 class WorkloadSpec:
     # A registered workload kind (runners.workload); checked against the registry by RunConfig.
     kind: str = field(metadata=COORDINATE)
-    batch_sizes: list[int] = field(metadata=COORDINATE)
+    # Offline kinds: one point per batch size. `serve` has load points (serve.rates) instead.
+    batch_sizes: list[int] = field(default_factory=list, metadata=COORDINATE)
     prompt_tokens: int = 128
     new_tokens: int = 64
     seq_len: int = 128
@@ -100,9 +149,19 @@ class WorkloadSpec:
     ci_target_pct: float = 1.0
     max_repeats: int = 50
     max_seconds: float = 300.0  # of timed repeats, warm-up excluded
+    serve: ServeSpec | None = None
 
     def __post_init__(self) -> None:
-        if not self.batch_sizes:
+        serves = getattr(workload_kinds().get(self.kind), "serves", False)
+        if serves and self.serve is None:
+            raise ConfigError(f"workload.serve: workload kind {self.kind!r} needs a serve section (rates, arrival, "
+                              f"requests): see conf/workload/serve.yaml")
+        if not serves and self.serve is not None:
+            raise ConfigError(f"workload.serve: only a serving workload takes it (workload.kind={self.kind!r})")
+        if serves and self.batch_sizes:
+            raise ConfigError(f"workload.batch_sizes: workload kind {self.kind!r} has load points "
+                              f"(workload.serve.rates), not batch sizes")
+        if not serves and not self.batch_sizes:
             raise ConfigError("workload.batch_sizes: give at least one batch size")
         for i, bs in enumerate(self.batch_sizes):
             positive(f"workload.batch_sizes[{i}]", bs)
@@ -160,6 +219,9 @@ class ReportSpec:
     require: str | None = None
     maximize: str | None = None  # objective metric to rank by, e.g. output_tokens_per_s
     minimize: str | None = None
+    # A serving SLO in the --require syntax (runners.measure.serving.Slo), e.g. "ttft_p90<=500ms,tpot_p90<=50ms":
+    # goodput, attainment and each backend's capacity under it.
+    slo: str | None = None
 
 
 @dataclass(frozen=True)
@@ -332,6 +394,8 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         d = as_dict(self)
+        if self.workload.serve is None:
+            d["workload"].pop("serve", None)  # offline runs keep the identity they had before serving existed
         if self.workload.repeats != "auto":
             # The stopping rule of repeats=auto means nothing to a fixed count: leaving it out keeps the
             # record (and the run's identity) what it was before the rule existed.
@@ -409,6 +473,13 @@ def backend_spec(yaml_data: dict | None, name: str) -> tuple[BackendSpec, type]:
 def check_engine(run: RunConfig, view: EngineRun, cls: type) -> None:
     """The engine implements every call the run makes (its workload's, quality's), and accepts its options
     on this run (Engine.validate). Raises ConfigError."""
+    need = getattr(workload(run.workload.kind), "needs", frozenset())
+    lacking = sorted(need - cls.capabilities)
+    if lacking:
+        able = sorted(name for name in engine_names() if set(need) <= engine_class(name).capabilities)
+        raise ConfigError(f"backend {run.backend.name!r} ({run.backend.engine} engine) has no "
+                          f"{' or '.join('server' if x == 'serve' else x for x in lacking)}: workload "
+                          f"{run.workload.kind} needs one; engines that have: {', '.join(able) or 'none'}")
     missing = sorted(view.calls - cls.calls)
     if missing:
         raise ConfigError(f"backend {run.backend.name!r} ({run.backend.engine} engine) cannot {' or '.join(missing)}: "

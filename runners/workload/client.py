@@ -78,8 +78,9 @@ def send(base_url: str, model: str, req: Request, timeout_s: float, extra: Extra
             if usage.get("completion_tokens") is not None:
                 sample.output_tokens = int(usage["completion_tokens"])
                 sample.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            text = "".join(c.get("text") or "" for c in chunk.get("choices") or [])
-            if text:
+            choices = chunk.get("choices") or []
+            # A chunk brings tokens when it has text, or token ids (a server run without a tokenizer).
+            if any(c.get("text") or c.get("token_ids") for c in choices):
                 sample.chunk_times_s.append(time.perf_counter())
                 counted += 1
         if sample.output_tokens == 0:
@@ -93,26 +94,47 @@ def send(base_url: str, model: str, req: Request, timeout_s: float, extra: Extra
 
 def run_load_point(base_url: str, model: str, requests: list[Request], rate_per_s: float, arrival: Arrival,
                    seed: int, timeout_s: float, warmup: list[Request] | None = None,
-                   extra: Extra | None = None) -> list[RequestSample]:
-    """Warm-up requests one by one, then `requests` at the offered rate; every sample, in send order."""
+                   extra: Extra | None = None, max_concurrency: int | None = None,
+                   progress: Callable[[int], object] | None = None,
+                   on_warm: Callable[[], object] | None = None) -> list[RequestSample]:
+    """Warm-up requests one by one, then `requests` at the offered rate (at most `max_concurrency` in
+    flight: a request due while the cap is reached waits, and its latencies count from when it is sent, as
+    in vLLM's `bench serve --max-concurrency`); every sample, in
+    send order. `progress(1)` after each request; `on_warm()` once the warm-up is done."""
+    tick = progress or (lambda _n: None)
     for w in warmup or []:
         send(base_url, model, w, timeout_s, extra)
+        tick(1)
+    if on_warm is not None:
+        on_warm()
     offsets = arrival_offsets_s(len(requests), rate_per_s, arrival, seed)
     samples: list[RequestSample | None] = [None] * len(requests)
+    slots = threading.Semaphore(max_concurrency) if max_concurrency else None
+    done = threading.Lock()
 
     def worker(i: int) -> None:
-        samples[i] = send(base_url, model, requests[i], timeout_s, extra)
+        try:
+            samples[i] = send(base_url, model, requests[i], timeout_s, extra)
+        finally:
+            if slots is not None:
+                slots.release()
+            with done:
+                tick(1)
 
     threads = []
     start = time.perf_counter()
     for i, offset in enumerate(offsets):
-        wait = start + offset - time.perf_counter()
+        due = start + offset
+        wait = due - time.perf_counter()
         if wait > 0:
             time.sleep(wait)
+        if slots is not None:
+            slots.acquire()
         t = threading.Thread(target=worker, args=(i,), daemon=True)
         t.start()
         threads.append(t)
+    deadline = time.perf_counter() + timeout_s + 5
     for t in threads:
-        t.join(timeout_s + 5)
-    return [s if s is not None else RequestSample(0.0, error="no answer within the request time limit")
-            for s in samples]
+        t.join(max(0.0, deadline - time.perf_counter()))
+    return [s if s is not None else RequestSample(start + offsets[i], error="no answer within the request time limit")
+            for i, s in enumerate(samples)]
