@@ -197,13 +197,27 @@ class TransformersEngine(Engine):
         if o.quantization not in self.SERVE_QUANTIZATION:
             return None
         folder = self.ctx.files.folder()
-        cmd = [sys.executable, "-m", "transformers.cli.transformers", "serve", folder, "--host", "127.0.0.1",
+        census = log_path.with_name("server-census.json")
+        cmd = [sys.executable, "-m", "backends.transformers", folder, "--host", "127.0.0.1",
                "--port", "{port}", "--device", self.ctx.device, "--dtype", o.dtype, "--continuous-batching"]
         if self.SERVE_QUANTIZATION[o.quantization]:
             cmd += ["--quantization", self.SERVE_QUANTIZATION[o.quantization]]
         # transformers serve refuses fields it does not know: no ignore_eos, so a request may end early
         # at an end-of-sequence token; the samples count the tokens each request really produced.
-        return ServerProcess(cmd, log_path, health_path="/health", model=folder)
+        server = ServerProcess(cmd, log_path, health_path="/health", model=folder,
+                               env={SERVE_CENSUS_ENV: str(census)})
+        server.facts["census_file"] = census.name
+        return server
+
+    def server_census(self, server) -> WeightCensus | None:
+        import json
+
+        path = server.log_path.with_name(server.facts.get("census_file", "server-census.json"))
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data.pop("loaded_class", None)
+        return WeightCensus.from_dict(data)
 
     # -- profiling -----------------------------------------------------------------------------
     def profile(self, run_once, trace_path) -> Trace:
@@ -290,16 +304,7 @@ class TransformersEngine(Engine):
         if self.checkpoint is not None:
             return checkpoint_census(self.model, self.checkpoint.folder, int(self.model.get_memory_footprint()))
 
-        census = WeightCensus(weights_bytes=int(self.model.get_memory_footprint()))
-        for name, m in self.model.named_modules():
-            if not isinstance(m, torch.nn.Linear):  # bitsandbytes' Linear8bitLt / Linear4bit subclass it
-                continue
-            weight = m.weight
-            quant_state = getattr(weight, "quant_state", None)
-            quantized = quant_state is not None or weight.dtype in (torch.int8, torch.uint8)
-            census.add(type(m).__name__, quantized, name, m.in_features * m.out_features,
-                       _tensor_bytes(weight) + _quant_state_bytes(weight, quant_state))
-        return census
+        return model_census(self.model)
 
     def memory_facts(self) -> dict[str, float]:
         if self.model is None:
@@ -308,6 +313,51 @@ class TransformersEngine(Engine):
 
     def close(self) -> None:
         self.model = None
+
+
+def model_census(model) -> WeightCensus:
+    """The linear layers of a loaded transformers model by class, which are quantized, and their bytes."""
+    import torch
+
+    census = WeightCensus(weights_bytes=int(model.get_memory_footprint()))
+    for name, m in model.named_modules():
+        if not isinstance(m, torch.nn.Linear):  # bitsandbytes' Linear8bitLt / Linear4bit subclass it
+            continue
+        weight = m.weight
+        quant_state = getattr(weight, "quant_state", None)
+        quantized = quant_state is not None or weight.dtype in (torch.int8, torch.uint8)
+        census.add(type(m).__name__, quantized, name, m.in_features * m.out_features,
+                   _tensor_bytes(weight) + _quant_state_bytes(weight, quant_state))
+    return census
+
+
+SERVE_CENSUS_ENV = "QUANTBENCH_SERVE_CENSUS"
+
+
+def install_census_hook(census_path: str) -> None:
+    """Every from_pretrained of this process writes the loaded model's census to `census_path` (JSON): the
+    server's own account of its layers, which `transformers serve` does not log."""
+    import json
+    import os
+    import sys
+
+    from transformers import PreTrainedModel
+
+    original = PreTrainedModel.from_pretrained.__func__
+
+    def from_pretrained(cls, *args, **kwargs):
+        model = original(cls, *args, **kwargs)
+        try:
+            data = model_census(model).to_dict()
+            tmp = f"{census_path}.tmp{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(data, f)
+            os.replace(tmp, census_path)
+        except Exception as exc:  # noqa: BLE001 — a census failure must not stop the server it describes
+            print(f"quantbench: census of the served model failed: {exc}", file=sys.stderr)
+        return model
+
+    PreTrainedModel.from_pretrained = classmethod(from_pretrained)
 
 
 def _tensor_bytes(t) -> int:
@@ -326,3 +376,19 @@ def _quant_state_bytes(weight, quant_state) -> int:
 
 
 ENGINE = TransformersEngine
+
+
+if __name__ in ("__main__", "__mp_main__"):
+    # `python -m backends.transformers MODEL [transformers serve options]` with SERVE_CENSUS_ENV set: the
+    # server Engine.server starts. transformers serve loads the model in a spawned process, which imports
+    # this module again as __mp_main__: the hook is installed there too.
+    import os as _os
+    import sys as _sys
+
+    if _os.environ.get(SERVE_CENSUS_ENV):
+        install_census_hook(_os.environ[SERVE_CENSUS_ENV])
+    if __name__ == "__main__":
+        from transformers.cli.transformers import main as _cli_main
+
+        _sys.argv = ["transformers", "serve", *_sys.argv[1:]]
+        _cli_main()

@@ -178,6 +178,12 @@ class Engine(ABC):
         no server (the record says so). Engines that can, list "serve" in `capabilities`."""
         return None
 
+    def server_census(self, server: "ServerProcess") -> WeightCensus | None:
+        """After the server stopped: the weight census of the model the server itself loaded (from what it
+        wrote or logged), or None when it does not tell; the record then proves the run by the in-process
+        load of the same files and arguments, and says so."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """What actually ran: engine version, kernels / providers used, memory settings."""
         return {}

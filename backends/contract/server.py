@@ -1,4 +1,4 @@
-"""A real server an engine starts for the `serve` workload (WIP for issue 32): its own process group on
+"""A real server an engine starts for the `serve` workload: its own process group on
 a free loopback port, its log kept, its health waited for with a time limit, and always stopped.
 
 `ServerProcess(cmd, log_path)` is a context manager: entering starts the command (with `{port}` in it
@@ -58,6 +58,8 @@ class ServerProcess:
     model: str = ""  # the name requests give as `model`
     # Fields a request to this server adds (e.g. vLLM's ignore_eos / min_tokens), given the request.
     request_extra: Callable[[Any], dict] | None = None
+    # What the server's log says it ran (kernels, memory), read once it has stopped, into facts["from_log"].
+    log_facts: Callable[[str], dict] | None = None
 
     @property
     def base_url(self) -> str:
@@ -122,6 +124,11 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+        if self.log_facts is not None:
+            try:
+                self.facts["from_log"] = self.log_facts(self.log_path.read_text(errors="replace"))
+            except Exception as err:  # noqa: BLE001 — evidence is best effort; the census proves the run
+                self.facts["from_log"] = {"error": f"{type(err).__name__}: {err}"[:300]}
 
 
 def _group_alive(pgid: int) -> bool:

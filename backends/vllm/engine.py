@@ -42,6 +42,13 @@ MIB = 2**20
 GIB_IN_MIB = 1024.0
 
 
+def _served_log_facts(text: str) -> dict[str, Any]:
+    """The kernels, attention backend and memory `vllm serve` logged while loading (backends.vllm.logs)."""
+    facts = parse_vllm_log(text)
+    facts.pop("lines", None)
+    return facts
+
+
 class VllmEngine(Engine):
     name = "vllm"
     extra = "vllm"
@@ -259,7 +266,8 @@ class VllmEngine(Engine):
                "--port", "{port}", *kwargs_to_cli(kwargs)]
         env = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn", **vllm_environment()}
         return ServerProcess(cmd, log_path, health_path="/health", env=env, model=model,
-                             request_extra=lambda req: {"ignore_eos": True, "min_tokens": req.max_tokens})
+                             request_extra=lambda req: {"ignore_eos": True, "min_tokens": req.max_tokens},
+                             log_facts=_served_log_facts)
 
     def profile(self, run_once, trace_path) -> Trace | None:
         """vLLM's own torch profiler in its worker (start_profile/stop_profile around one pass); the rank-0

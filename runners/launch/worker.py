@@ -27,7 +27,8 @@ from runners.measure import env as envinfo
 from runners.measure.failures import classify_exception
 from runners.measure.memory import free_memory
 from runners.measure.roofline import add_roofline
-from runners.open.engine import make_engine, open_engine, vocab_size
+from runners.open.engine import make_engine, open_engine, prepare_engine, vocab_size
+from runners.open.verify import verdict
 from runners.plan.planner import Plan
 from runners.quality.measure import ReferenceStatus, describe_failure, measure_quality
 from runners.quality.reference import ensure_reference
@@ -77,11 +78,14 @@ def measure(plan: Plan, emit: Emit, console: IO[str], trace_dir: Path | None = N
         engine = make_engine(run.backend, run.model, plan.engine_run)
         if run.weights == "synthetic":
             record.notes.append("synthetic weights: speed and memory are real, quality is not measured")
-        open_engine(engine, run.backend, record.load)
-        record.env = envinfo.capture(device, engine.packages)
-        snapshot()
         wl = run.workload
         kind = workload(wl.kind)
+        if getattr(kind, "serves", False):
+            _serve(engine, plan, record, kind, console, trace_dir, snapshot)
+        else:
+            open_engine(engine, run.backend, record.load)
+            record.env = envinfo.capture(device, engine.packages)
+            snapshot()
         vocab = vocab_size(engine)
         for bs in wl.batch_sizes:
             most = wl.max_repeats if wl.repeats == "auto" else wl.repeats
@@ -93,7 +97,10 @@ def measure(plan: Plan, emit: Emit, console: IO[str], trace_dir: Path | None = N
             log.info("%s batch %d: %s%s", run.backend.name, bs, point.status,
                      f" ({point.reason.splitlines()[0][:200]})" if point.reason else "")
             snapshot()
+        served = record.engine_info.get("server")
         record.engine_info = engine.describe()  # before quality's calls, so it describes the measured ones
+        if served is not None:
+            record.engine_info["server"] = served
         ref = ReferenceStatus(**plan.reference_status) if plan.reference_status else None
         record.quality = measure_quality(engine, run, ref)
         record.load.update(engine.memory_facts())
@@ -121,6 +128,45 @@ def measure(plan: Plan, emit: Emit, console: IO[str], trace_dir: Path | None = N
     record.env["load_average"] = {"start": load_start, "end": envinfo.load_average()}
     snapshot(final=True)
     return record
+
+
+def _serve(engine, plan: Plan, record: RunRecord, kind, console: IO[str], folder: Path | None,
+           snapshot: Callable[[], None]) -> None:
+    """A serving run: the files prepared, the engine's own server under every load point (then stopped),
+    then the same files and arguments loaded in-process for the census and quality. The server's own
+    census, when its engine reports one, must satisfy the backend's expectation too."""
+    run = plan.run
+    prepare_engine(engine, record.load)
+    record.env = envinfo.capture(plan.device, engine.packages)
+    snapshot()
+    here = folder or Path.cwd()
+
+    def bar(total: int, desc: str):
+        return tqdm(total=total, desc=desc, unit="req", file=console, dynamic_ncols=True, leave=False)
+
+    def on_point(point) -> None:
+        record.points.append(point)
+        record.summarize_status()
+        log.info("%s %s: %s%s", run.backend.name, point.where, point.status,
+                 f" ({point.reason.splitlines()[0][:200]})" if point.reason else "")
+        snapshot()
+
+    served = kind.serve(engine, run.workload, plan.device, bar, here, on_point)
+    record.engine_info["server"] = served.facts
+    if served.census is not None:
+        record.engine_info["server"]["census"] = served.census.to_dict()
+    snapshot()
+    # The server has stopped: its memory is free for the in-process load that proves what the files hold.
+    open_engine(engine, run.backend, record.load, prepared=True)
+    if served.census is not None:
+        reason = verdict(run.backend.expect, served.census, run.backend.name, engine.describe)
+        if reason:
+            raise RunFailure("not_applied", f"the server's own model: {reason}")
+        record.notes.append("census: the model the server loaded (reported by the server process), and the "
+                            "in-process load of the same files and arguments")
+    else:
+        record.notes.append("census: the in-process load of the same files and engine arguments as the server "
+                            "(the server does not report its layers); the server's log facts are in engine_info.server")
 
 
 def _census(engine) -> dict | None:

@@ -46,12 +46,8 @@ def make_engine(backend: BackendSpec, model: ModelSpec, view: EngineRun, extra: 
     return engine_class(backend.engine)(backend.options, ctx)
 
 
-def open_engine(engine: Engine, backend: BackendSpec, facts: dict[str, Any]) -> None:
-    """check -> prepare -> load -> prove. Adds load facts (seconds, peaks) to `facts`; raises RunFailure.
-
-    A load that fails on files this run took from the cache is tried once more on rebuilt files: a
-    damaged cache entry must not make every later run crash.
-    """
+def prepare_engine(engine: Engine, facts: dict[str, Any]) -> None:
+    """check -> prepare: the files exist and may be read, nothing is loaded (a server loads them itself)."""
     problem = engine.check()
     if problem is not None:
         raise problem
@@ -60,6 +56,17 @@ def open_engine(engine: Engine, backend: BackendSpec, facts: dict[str, Any]) -> 
         # Every engine refuses the same way, before any loader could unpickle a checkpoint.
         refuse_pickle(engine.ctx.files.folder())
     _prepare(engine, facts)
+
+
+def open_engine(engine: Engine, backend: BackendSpec, facts: dict[str, Any], prepared: bool = False) -> None:
+    """check -> prepare -> load -> prove. Adds load facts (seconds, peaks) to `facts`; raises RunFailure.
+    `prepared`: prepare_engine already ran.
+
+    A load that fails on files this run took from the cache is tried once more on rebuilt files: a
+    damaged cache entry must not make every later run crash.
+    """
+    if not prepared:
+        prepare_engine(engine, facts)
     try:
         _load(engine, facts)
     except Exception as exc:  # noqa: BLE001 — classified; a damaged cached input gets one rebuild

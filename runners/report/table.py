@@ -1,16 +1,18 @@
 """The table model: a results folder's records as cells and blocks, built once; every writer renders it.
 
-- A **cell** is one run × one batch size (a record with no batch size at all — a config rejected before
-  planning — is one cell too). It holds every registry metric the run measured, with its spread, and
+- A **cell** is one run × one load point: a batch size, or an offered request rate for a `serve` run (a
+  record with no point at all — a config rejected before planning — is one cell too). It holds every registry metric the run measured, with its spread, and
   for every applicable metric it did not measure the reason; never both. A failed run or batch size
   is a cell with its status and reason.
 - A **parameter** is a config value that differs between runs of the folder: workload, quality and
   other top-level fields, and model or backend fields that differ between runs of the same model or
   backend name (a backend's own options differ from another backend's by design: those are the
   columns). Each is a CSV column and part of its block's title.
-- A **block** is model × workload × weights × device × batch size × parameter values: metrics down,
-  backends across, each compared with the block's baseline cell. Cells that lack a parameter or a
-  batch size (a run that failed before planning) join every block they fit, so they are never lost.
+- A **block** is model × workload × weights × device × load (batch size, or offered rate) × parameter
+  values: metrics down, backends across, each compared with the block's baseline cell. Blocks of one
+  model × workload sort by batch size, then by offered rate ("all at once" last). Cells that lack a
+  parameter or a load point (a run that failed before planning) join every block they fit, so they are
+  never lost.
 - The **baseline** is `report.baseline` when given, else the first backend of the sweep
   (`sweep.json`), else the first run's. It is never switched silently: when its record is missing or
   damaged, the table says so and shows no relative change.
@@ -146,6 +148,20 @@ class Cell:
         return self.point.batch_size if self.point is not None else None
 
     @property
+    def rate_per_s(self) -> float | None:
+        """The offered request rate of a serve cell (math.inf: all at once); None otherwise."""
+        return self.point.rate_per_s if self.point is not None else None
+
+    @property
+    def load(self) -> tuple[int, float] | None:
+        """The cell's place on its run's load axis (Point.order_key), None when it has no load point: a
+        block's key, and its sort order (batch sizes, then rates, all at once last)."""
+        p = self.point
+        if p is None or (p.batch_size is None and p.rate_per_s is None):
+            return None
+        return p.order_key
+
+    @property
     def ok(self) -> bool:
         return self.status == "ok"
 
@@ -238,7 +254,7 @@ def record_problems(record: RunRecord, cat: Catalogue) -> list[str]:
     for m in cat:
         for p in record.points:
             if m.key in p.metrics and (why := _impossible(m, p.metrics[m.key])):
-                out.append(f"batch {p.batch_size} {why}")
+                out.append(f"{p.where} {why}")
         holder = record.load if m.source == "run" else record.quality.metrics if m.source == "quality" else {}
         if m.key in holder and (why := _impossible(m, holder[m.key])):
             out.append(why)
@@ -319,12 +335,26 @@ class Block:
     columns: list[str] = field(default_factory=list)  # header per cell
     baseline: Cell | None = None
     baseline_note: str | None = None  # why there is no relative change here
+    # The offered request rate of a serve block, req/s (math.inf: every request at once); None otherwise.
+    rate_per_s: float | None = None
+
+    @property
+    def serves(self) -> bool:
+        return self.rate_per_s is not None
+
+    @property
+    def where(self) -> str | None:
+        """The block's load in words, as a title shows it: "batch 8", "offered 2 req/s", "all at once"."""
+        if self.rate_per_s is not None:
+            where = Point(None, rate_per_s=self.rate_per_s).where
+            return where if math.isinf(self.rate_per_s) else f"offered {where}"
+        return f"batch {self.batch_size}" if self.batch_size is not None else None
 
     @property
     def title(self) -> str:
         parts = [self.model, self.workload]
-        if self.batch_size is not None:
-            parts.append(f"batch {self.batch_size}")
+        if self.where is not None:
+            parts.append(self.where)
         parts += [f"{self.shorts[p]}={param_text(v)}" for p, v in self.params.items()]
         parts += [f"{self.weights} weights", self.device]
         return " · ".join(parts)
@@ -384,7 +414,8 @@ class Block:
         rows = []
         repeats = self.repeats()
         if any(repeats):
-            rows.append(("repeats", "Timed repeats", repeats))
+            # A serve block's statistics are over its requests, not over timed repeats.
+            rows.append(("repeats", "Completed requests" if self.serves else "Timed repeats", repeats))
         for info in INFO:
             texts = [c.info.get(info.key) for c in self.cells]
             if any(texts):
@@ -517,24 +548,26 @@ def _blocks(cells: list[Cell], shorts: dict[str, str], backends: list[str], cat:
     def canon(params: dict[str, Any]) -> dict[str, str]:
         return {k: _canon(v) for k, v in params.items()}
 
-    keyed = [(coords(c), c.batch_size, canon(c.block_params), c) for c in cells if c.batch_size is not None]
-    candidates: list[tuple[tuple, int, dict[str, str], Cell]] = []
-    for co, bs, prm, c in keyed:
-        if not any(co == o[0] and bs == o[1] and prm == o[2] for o in candidates):
-            candidates.append((co, bs, prm, c))
+    # A block's load key: Cell.load, (0, batch size) or (1, offered rate).
+    keyed = [(coords(c), c.load, canon(c.block_params), c) for c in cells if c.load is not None]
+    candidates: list[tuple[tuple, tuple[int, float], dict[str, str], Cell]] = []
+    for co, load, prm, c in keyed:
+        if not any(co == o[0] and load == o[1] and prm == o[2] for o in candidates):
+            candidates.append((co, load, prm, c))
     kept = [k for k in candidates if not any(
         o is not k and o[0] == k[0] and o[1] == k[1] and len(o[2]) > len(k[2]) and _consistent(k[2], o[2])
         for o in candidates)]
-    blocks: list[tuple[tuple, int | None, dict[str, str], Block]] = []
-    for co, bs, prm, first in kept:
-        block = Block(*co, bs, {p: first.block_params[p] for p in shorts if p in first.block_params}, shorts, cat)
-        blocks.append((co, bs, prm, block))
-    for co, bs, prm, c in keyed:
-        for bco, bbs, bprm, block in blocks:
-            if co == bco and bs == bbs and _consistent(prm, bprm):
+    blocks: list[tuple[tuple, tuple[int, float] | None, dict[str, str], Block]] = []
+    for co, load, prm, first in kept:
+        block = Block(*co, first.batch_size, {p: first.block_params[p] for p in shorts if p in first.block_params},
+                      shorts, cat, rate_per_s=first.rate_per_s)
+        blocks.append((co, load, prm, block))
+    for co, load, prm, c in keyed:
+        for bco, bload, bprm, block in blocks:
+            if co == bco and load == bload and _consistent(prm, bprm):
                 block.cells.append(c)
     for c in cells:
-        if c.batch_size is not None:
+        if c.load is not None:
             continue
         prm = canon(c.block_params)
         fits = [b for bco, _, bprm, b in blocks if bco[:2] == coords(c)[:2] and _consistent(prm, bprm)]
@@ -547,7 +580,7 @@ def _blocks(cells: list[Cell], shorts: dict[str, str], backends: list[str], cat:
     order = _appearance_order(cells)
     out = [b for *_, b in sorted(blocks, key=lambda t: (order["coords"].index(t[0]),
                                                          order["params"].index(_canon(sorted(t[2].items()))),
-                                                         t[1] if t[1] is not None else -1))]
+                                                         t[1] if t[1] is not None else (-1, 0.0)))]
     for block in out:
         block.cells.sort(key=lambda c: backends.index(c.backend))
         block.columns = _column_names(block.cells)

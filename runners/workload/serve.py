@@ -39,6 +39,7 @@ class Served:
 
     points: list[Point] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    census: Any = None  # backends.contract.WeightCensus of the model the server loaded, when it tells
 
 
 def prompts_for(engine: Engine, wl: Any, count: int, offset: int) -> list[str | list[int]]:
@@ -100,6 +101,10 @@ class Serve:
                     break  # the server died: the later points cannot run
         out.facts.update({k: v for k, v in server.facts.items() if k != "start_s"})
         out.facts["start_s"] = server.facts.get("start_s")
+        try:
+            out.census = engine.server_census(server)
+        except Exception as exc:  # noqa: BLE001 — the in-process census still proves the run
+            out.facts["census_error"] = f"{type(exc).__name__}: {exc}"[:300]
         return out
 
     def _point(self, engine: Engine, wl: Any, server: Any, rate: float, index: int, device: str,
