@@ -26,6 +26,7 @@ from backends.contract.safefs import UnsafePath
 from runners import cachecmd
 from runners.launch.gpus import visible_gpus
 from runners.launch.job import reject, run_job
+from runners.measure.serving import Slo, SloError
 from runners.plan.cli import CliError, check, split_argv
 from runners.plan.planner import plan_run
 from runners.plan.search import ConfigSearch, shipped_conf
@@ -192,7 +193,7 @@ def _points_text(wl) -> str:
 
 
 def check_report_settings(overrides: list[str], search: ConfigSearch) -> None:
-    """report.require / maximize / minimize / baseline, checked before any cell runs (a bad term found
+    """report.require / maximize / minimize / slo / baseline, checked before any cell runs (a bad term found
     after an hour of measuring is an hour lost). Raises CliError; warns about a baseline this command
     does not run."""
     try:
@@ -201,6 +202,10 @@ def check_report_settings(overrides: list[str], search: ConfigSearch) -> None:
     except choose.ConstraintError as exc:
         raise CliError(str(exc).replace("--require", "report.require").replace("--maximize", "report.maximize")
                        .replace("--minimize", "report.minimize")) from None
+    try:
+        Slo.parse(_value(overrides, "report.slo"))  # its message names report.slo and the valid forms
+    except SloError as exc:
+        raise CliError(str(exc)) from None
     baseline = _value(overrides, "report.baseline")
     if baseline is None:
         return

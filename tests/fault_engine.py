@@ -22,12 +22,18 @@ class Options:
                    "interrupt_after_first", "fill_disk", "native_exit_after_first"] = "none"
     oom_above_batch: int = 1
     step_ms: float = 2.0
+    # serve: `scripted` runs tests/fake_server.py (TTFT and gaps below); `exit_at_start` a server that dies
+    # before it is healthy, saying why; `never_healthy` one that never answers its health check.
+    server: Literal["scripted", "exit_at_start", "never_healthy"] = "scripted"
+    server_ttft_ms: float = 150.0
+    server_gap_ms: float = 20.0
 
 
 class FaultEngine(Engine):
     name = "fault"
     extra = "dev"
     Options = Options
+    capabilities = frozenset({"serve"})
 
     def __init__(self, options, ctx):
         super().__init__(options, ctx)
@@ -80,6 +86,20 @@ class FaultEngine(Engine):
 
     def describe(self):
         return {"engine": "fault", "fault": self.options.fault}
+
+    def server(self, log_path):
+        from backends.contract.server import ServerProcess
+
+        o = self.options
+        if o.server == "exit_at_start":
+            code = "import sys; print('loading...'); print('torch.OutOfMemoryError: CUDA out of memory (fault server)'); sys.exit(1)"
+            cmd = [sys.executable, "-c", code]
+        elif o.server == "never_healthy":
+            cmd = [sys.executable, "-c", "import time; print('warming up forever', flush=True); time.sleep(3600)"]
+        else:
+            cmd = [sys.executable, "-m", "tests.fake_server", "--port", "{port}", "--ttft-ms", str(o.server_ttft_ms),
+                   "--gap-ms", str(o.server_gap_ms)]
+        return ServerProcess(cmd, log_path, model="fault")
 
 
 def _fill(path: str) -> None:

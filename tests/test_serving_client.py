@@ -2,40 +2,16 @@
 and ITL are known exactly (to the scheduler's precision)."""
 from __future__ import annotations
 
-import json
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from runners.workload.client import Request, arrival_offsets_s, run_load_point, send
 
-TTFT_S, GAP_S = 0.15, 0.05
+from .fake_server import Scripted
 
-
-class Scripted(BaseHTTPRequestHandler):
-    def log_message(self, *args):  # quiet
-        pass
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if body.get("max_tokens", 0) > 100:
-            self.send_response(400)
-            self.end_headers()
-            self.wfile.write(b"too long")
-            return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.end_headers()
-        time.sleep(TTFT_S)
-        for i in range(body["max_tokens"]):
-            if i:
-                time.sleep(GAP_S)
-            self.wfile.write(f"data: {json.dumps({'choices': [{'text': f't{i}'}]})}\n\n".encode())
-            self.wfile.flush()
-        usage = {"choices": [], "usage": {"completion_tokens": body["max_tokens"], "prompt_tokens": 7}}
-        self.wfile.write(f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n".encode())
+TTFT_S, GAP_S = Scripted.ttft_s, Scripted.gap_s
 
 
 @pytest.fixture()

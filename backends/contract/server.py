@@ -21,7 +21,18 @@ from typing import Any, Callable
 
 from backends.contract.errors import RunFailure
 
-GRACE_S = 10.0
+# Shorter than the launcher's grace before it kills a stopped worker, so the worker can stop its server first.
+GRACE_S = 5.0
+
+
+def _die_with_parent() -> None:
+    """A server outlives no worker, even one killed outright (SIGKILL leaves no time to stop it)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -42,6 +53,23 @@ def last_line(path: Path) -> str:
     except OSError:
         return ""
     return lines[-1][:300] if lines else ""
+
+
+def _failure(prefix: str, status: str, log_path: Path) -> RunFailure:
+    """The server's failure, classified by its own log's tail (out of memory, a missing module), with the
+    line that says most: the last error-like line, else the last line."""
+    try:
+        tail = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()][-60:]
+    except OSError:
+        tail = []
+    text = "\n".join(tail).lower()
+    if "out of memory" in text or "outofmemory" in text:
+        status = "oom"
+    elif "modulenotfounderror" in text or "no module named" in text:
+        status = "missing_dependency"
+    errors = [ln for ln in tail if "error" in ln.lower() or "exception" in ln.lower()]
+    line = (errors or tail or [""])[-1][:300]
+    return RunFailure(status, f"{prefix}: {line}" if line else prefix)
 
 
 @dataclass
@@ -73,7 +101,8 @@ class ServerProcess:
         t0 = time.perf_counter()
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True, env={**os.environ, **(self.env or {})})
+                                         start_new_session=True, env={**os.environ, **(self.env or {})},
+                                         preexec_fn=_die_with_parent)
         finally:
             log.close()
         try:
@@ -88,12 +117,12 @@ class ServerProcess:
         while True:
             rc = self.proc.poll()
             if rc is not None:
-                raise RunFailure("crash", f"the server exited at start (code {rc}): {last_line(self.log_path)}")
+                raise _failure(f"the server exited at start (code {rc})", "crash", self.log_path)
             if self._healthy():
                 return
             if time.perf_counter() - t0 > self.start_timeout_s:
-                raise RunFailure("timeout", f"the server was not healthy within {self.start_timeout_s:g} s: "
-                                            f"{last_line(self.log_path)}")
+                raise _failure(f"the server was not healthy within {self.start_timeout_s:g} s", "timeout",
+                               self.log_path)
             time.sleep(0.5)
 
     def _healthy(self) -> bool:

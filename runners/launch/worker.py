@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import warnings
@@ -218,6 +219,10 @@ def configure_logging(console: IO[str]) -> None:
     warnings.simplefilter("default")
 
 
+def _unwind(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
@@ -231,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     console, results = _channels()
     configure_logging(console)
+    # The launcher stops a run with SIGTERM to its process group: unwinding (rather than dying at once)
+    # lets a server the run started, in its own process group, be stopped on the way out.
+    signal.signal(signal.SIGTERM, _unwind)
 
     def emit(message: dict[str, Any]) -> None:
         results.write(json.dumps(message, default=str) + "\n")

@@ -132,6 +132,8 @@ class Serve:
             failure = classify_exception(exc)
             point.status, point.reason = failure.status, failure.reason
             return point
+        # The statistics come from the samples as the record keeps them, so anyone can recompute them exactly.
+        samples = [RequestSample.from_compact(s.to_compact()) for s in samples]
         stats = load_point_stats(samples, rate)
         point.metrics.update(stats.metrics)
         point.absent.update(stats.absent)
