@@ -193,9 +193,17 @@ class TransformersEngine(Engine):
 
         from backends.contract.server import ServerProcess
 
+        import importlib.util
+
+        from backends.contract.engine import install_hint
+
         o = self.options
         if o.quantization not in self.SERVE_QUANTIZATION:
             return None
+        missing = [m for m in ("fastapi", "uvicorn", "openai") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise RunFailure("missing_dependency", f"transformers serve needs {', '.join(missing)}: "
+                                                   f"{install_hint('serve', ('transformers[serving]',))}")
         folder = self.ctx.files.folder()
         census = log_path.with_name("server-census.json")
         cmd = [sys.executable, "-m", "backends.transformers", folder, "--host", "127.0.0.1",
