@@ -20,11 +20,12 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 from runners.measure.serving import Capacity, RequestSample, Slo, SloError, capacity, load_point_stats
 from runners.record.schema import Point, RunRecord
 from runners.report.choose import Constraint
-from runners.report.table import INVALID, Block, Cell, Table
+from runners.report.table import INVALID, Block, Cell, Table, param_text
 
 SLO_KEYS = ("goodput_per_s", "slo_attainment_pct")
 NO_SAMPLES = "the record keeps no per-request samples to judge the SLO by"
@@ -99,7 +100,9 @@ def _judged(point: Point, slo: Slo) -> Point:
 class CapacityRow:
     column: str  # the backend's column in the group's blocks
     backend: str
-    kind: str  # ranked (a capacity) | none (no measured rate meets the SLO) | rejected | unknown | failed
+    # ranked: it has a capacity; none: no measured rate meets the SLO; rejected / unknown: a --require floor
+    # failed or was not measured; failed: the run (or every load point) failed, or was refused.
+    kind: Literal["ranked", "none", "rejected", "unknown", "failed"]
     capacity: Capacity | None = None
     text: str = ""  # the capacity in words, or why there is none
     binding: str = ""  # the term that binds, at which rate
@@ -130,7 +133,7 @@ class CapacityAnswer:
 
 def _group_title(block: Block) -> str:
     parts = [block.model, block.workload]
-    parts += [f"{block.shorts[p]}={v}" for p, v in block.params.items()]
+    parts += [f"{block.shorts[p]}={param_text(v)}" for p, v in block.params.items()]
     parts += [f"{block.weights} weights", block.device]
     return " · ".join(str(p) for p in parts)
 
@@ -194,15 +197,18 @@ def _row(column: str, cells: list[Cell], slo: Slo, floors: list[Constraint]) -> 
     rates = sorted(c.rate_per_s for c in ok)
     row.capacity = capacity([(c.rate_per_s, c.point.metrics) for c in ok], slo)
     row.text, row.binding = _capacity_words(row.capacity, rates)
+    cap = row.capacity.rate_per_s
+    above = sorted((c for c in broken if cap is not None and c.rate_per_s > cap), key=lambda c: c.rate_per_s)
+    if above and not any(r > cap for r in rates):
+        # A load point that failed above the highest passing one stops it there: no "at least" about it.
+        row.text = rate_text(cap)
+        row.binding = f"the load point at {rate_text(above[0].rate_per_s)} failed ({above[0].status})"
     failed, unmeasured = _floor_checks(ok[0], floors)
-    if failed:
-        row.kind = "rejected"
-        row.notes.insert(0, f"capacity {row.text} not ranked")
-        row.text = "rejected: " + "; ".join(failed)
-    elif unmeasured:
-        row.kind = "unknown"
-        row.notes.insert(0, f"capacity {row.text} not ranked")
-        row.text = "unknown: not measured: " + "; ".join(unmeasured)
+    if failed or unmeasured:
+        # Said, never ranked: a floor decides before speed does.
+        row.notes.insert(0, f"capacity {row.text}, not ranked" + (f" ({row.binding})" if row.binding else ""))
+        row.kind, row.binding = ("rejected" if failed else "unknown"), ""
+        row.text = "rejected: " + "; ".join(failed) if failed else "unknown: not measured: " + "; ".join(unmeasured)
     else:
         row.kind = "ranked" if row.capacity.rate_per_s is not None else "none"
     return row
@@ -252,14 +258,10 @@ HEAD = ["#", "backend", "capacity", "what binds", "notes"]
 
 
 def ranked_rows(group: CapacityGroup) -> list[tuple[int | None, CapacityRow]]:
-    out, n = [], 0
-    for r in group.rows:
-        if r.kind == "ranked":
-            n += 1
-            out.append((n, r))
-        else:
-            out.append((None, r))
-    return out
+    """Each row with its rank (tied capacities share one), None for a row not ranked."""
+    ranked = [r for r in group.rows if r.kind == "ranked"]
+    return [(1 + sum(o.rate_per_s > r.rate_per_s for o in ranked) if r.kind == "ranked" else None, r)
+            for r in group.rows]
 
 
 def floors_text(ans: CapacityAnswer) -> str | None:

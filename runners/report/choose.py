@@ -40,6 +40,10 @@ quality the first of `kl_mean_nats`, `macro_f1_pct`, `accuracy_pct`, `top1_agree
 the others lack (an axis without one is dropped, and the note says who lacks what). A backend is
 dominated when another is at least as good on every axis — a difference inside the spread counts as
 equal — and better beyond the spread on at least one.
+
+**Serve runs** answer one question more, which load each backend carries under a serving SLO
+(`--slo` / `report.slo`): their capacity, in runners.report.capacity; the record-level terms of
+`--require` (quality, e.g. `kl_mean<=0.05`) are its floors.
 """
 from __future__ import annotations
 

@@ -1,10 +1,12 @@
-"""`python -m runners.report DIR [--baseline NAME] [--columns A,B,...] [--no-html] [--require ...] [--out OUT]`:
-rebuild a results folder's tables and report from its records, or answer which backend meets the
-constraints (syntax: runners.report.choose).
+"""`python -m runners.report DIR [--baseline NAME] [--columns A,B,...] [--no-html] [--require ...] [--slo ...]
+[--out OUT]`: rebuild a results folder's tables and report from its records, or answer which backend meets
+the constraints (syntax: runners.report.choose) and, for serve runs, which serves the most requests/s
+under an SLO (runners.report.capacity).
 
-Asking a question (`--require`, `--maximize`, `--minimize`) prints the answer and writes nothing, so
-asking never changes a folder of committed results; give `--out OUT` to write the tables and report
-with the answer into OUT. Without a question, the folder's own outputs are rebuilt in place (or in OUT).
+Asking a question (`--require`, `--maximize`, `--minimize`, `--slo`) prints the answer and writes
+nothing, so asking never changes a folder of committed results; give `--out OUT` to write the tables
+and report with the answer into OUT. Without a question, the folder's own outputs are rebuilt in place
+(or in OUT), under the sweep's own `report.*` settings.
 """
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ import sys
 from pathlib import Path
 
 from backends.contract.safefs import UnsafePath
+from runners.measure.serving import SloError
 from runners.record.store import scan
 from runners.report import choose
-from runners.report.outputs import build_report, constraints_for, write_report
+from runners.report.outputs import build_report, constraints_for, slo_for, write_report
 
 
 EXIT_UNWRITABLE = 4  # as a sweep that cannot write its results (runners/sweep.py)
@@ -31,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--require", help='constraints, e.g. "peak_vram<=24GiB,kl_mean<=0.05,ttft_p90<=500ms"')
     ap.add_argument("--maximize", help="the metric that ranks the backends meeting the constraints")
     ap.add_argument("--minimize", help="the same, for a lower-is-better metric (e.g. ttft_p90)")
+    ap.add_argument("--slo", help="serving SLO for serve runs' goodput and capacity, e.g. "
+                                   '"ttft_p90<=500ms,tpot_p90<=50ms" (default: the sweep\'s report.slo)')
     ap.add_argument("--out", type=Path, help="write the tables and report here instead of into SWEEP_DIR "
                                              "(with a question: write them at all)")
     args = ap.parse_args(argv)
@@ -55,16 +60,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         constraints_for(found.records, args.require, args.maximize, args.minimize)
-    except choose.ConstraintError as exc:
+        slo_for(found.records, args.slo)
+    except (choose.ConstraintError, SloError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report = build_report(root, found.records, args.baseline, args.require, args.maximize, args.minimize, columns)
-    asked = any(v not in (None, "") for v in (args.require, args.maximize, args.minimize))
+    report = build_report(root, found.records, args.baseline, args.require, args.maximize, args.minimize, columns,
+                          args.slo)
+    asked = any(v not in (None, "") for v in (args.require, args.maximize, args.minimize, args.slo))
     for backend, why in report.table.invalid:
         print(f"warning: the record of {backend} fails its own checks ({why}): shown, never compared or plotted",
               file=sys.stderr)
     if asked and args.out is None:
-        print(choose.markdown(report.decision) if report.decision else report.markdown())
+        print(report.answer_markdown())
         print("(nothing written; give --out DIR to write the tables and report with this answer)", file=sys.stderr)
         return 1 if report.table.invalid else 0
     out = args.out or root
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report.markdown())
         print(f"error: {why}; the records are unchanged, the table is printed above", file=sys.stderr)
         return EXIT_UNWRITABLE
-    print(choose.markdown(report.decision) if report.decision else written.markdown)
+    print(report.answer_markdown() if report.decision is not None or args.slo else written.markdown)
     print("\n".join(f"{label}: {path}" for label, path in written.files()))
     return 1 if report.table.invalid else 0
 

@@ -1,7 +1,9 @@
-"""The table model as flat rows: table.csv and rows.jsonl (one row per run × batch size, the same rows),
+"""The table model as flat rows: table.csv and rows.jsonl (one row per run × load point: a batch size, or an
+offered request rate of a serve run; the same rows),
 and results.jsonl (the records themselves).
 
-Columns: the cell's coordinates and status; every parameter that varies in the folder (dotted config
+Columns: the cell's coordinates (`batch_size`, or for a serve row `offered_rate_per_s`, "inf" for all at
+once; the other is empty) and status; every parameter that varies in the folder (dotted config
 path, e.g. `workload.new_tokens`); `baseline`; each measured registry metric under its key, and for a
 metric measured over repeats its spread columns (see runners.report.spread: `ttft_p90_ms`,
 `output_tokens_p10_per_s`, `<name>_min<unit>`, `<name>_max<unit>`, `<name>_cv_pct`, `<name>_n`), the
@@ -18,13 +20,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from typing import Any
 
+from runners.record.schema import RunRecord
 from runners.report.environment import run_env
 from runners.report.metrics import INFO, interval_columns, spread_columns, split_unit, tails
 from runners.report.table import Block, Cell, Table, param_text
 
-ID_COLUMNS = ["backend", "engine", "model", "workload", "batch_size", "weights", "device", "status", "reason"]
+# offered_rate_per_s: a serve row's offered request rate ("inf": every request at once); empty offline.
+ID_COLUMNS = ["backend", "engine", "model", "workload", "batch_size", "offered_rate_per_s", "weights", "device",
+              "status", "reason"]
 ENV_COLUMNS = ["run_id", "started_at", "wall_s", "load_average_start", "load_average_end", "torch_threads"]
 
 
@@ -58,8 +64,13 @@ def _metric_columns(cell: Cell, block: Block | None, cat) -> dict[str, Any]:
     return out
 
 
+def _rate(rate_per_s: float | None) -> float | str | None:
+    """JSON has no infinity: "all at once" is written "inf", as the records write it."""
+    return "inf" if rate_per_s is not None and math.isinf(rate_per_s) else rate_per_s
+
+
 def flat_rows(table: Table) -> list[dict[str, Any]]:
-    """One dict per cell (run × batch size), in table order; absent metrics are absent keys."""
+    """One dict per cell (run × load point), in table order; absent metrics are absent keys."""
     home: dict[int, Block] = {}
     for block in table.blocks:
         for c in block.cells:
@@ -69,7 +80,8 @@ def flat_rows(table: Table) -> list[dict[str, Any]]:
         rec = cell.record
         block = home.get(id(cell))
         row: dict[str, Any] = {"backend": rec.backend, "engine": rec.engine, "model": rec.model,
-                               "workload": rec.workload, "batch_size": cell.batch_size, "weights": rec.weights,
+                               "workload": rec.workload, "batch_size": cell.batch_size,
+                               "offered_rate_per_s": _rate(cell.rate_per_s), "weights": rec.weights,
                                "device": rec.device, "status": cell.status, "reason": cell.reason}
         row.update({p.path: _flat(cell.params[p.path]) for p in table.params if p.path in cell.params})
         if table.baseline:
@@ -113,5 +125,5 @@ def rows_jsonl_text(rows: list[dict[str, Any]]) -> str:
     return "".join(json.dumps(row, default=str) + "\n" for row in rows)
 
 
-def records_jsonl_text(table: Table) -> str:
-    return "".join(json.dumps(rec.to_dict(), default=str) + "\n" for rec in table.records)
+def records_jsonl_text(records: list[RunRecord]) -> str:
+    return "".join(json.dumps(rec.to_dict(), default=str) + "\n" for rec in records)

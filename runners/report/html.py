@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from backends.contract import safefs
-from runners.report import choose, plots
+from runners.report import capacity, choose, plots
 from runners.report.metrics import GROUPS
 from runners.report.spread import NOISY_CV_PCT
-from runners.report.table import Block, Table, flatten, param_text
+from runners.report.table import Block, Cell, Table, flatten, param_text
 from runners.report.views import NS, ONE_OFF_NOTE, SPREAD_NOTE, info_cell, noisy_text, row_cells
 
 REPORT_NAME = "report.html"
@@ -99,6 +99,25 @@ def overview_html(items: list[choose.Overview]) -> str:
     return "\n".join(parts)
 
 
+def capacity_html(ans: capacity.CapacityAnswer) -> str:
+    parts = [f"<h2>{_e(ans.heading)}</h2>"]
+    if ans.slo is None:
+        return "\n".join(parts + [f'<p class="note">{_e(capacity.NEEDS_SLO.replace("`", ""))}.</p>'])
+    parts.append(f'<p class="note">{_e(capacity.RULE)}.</p>')
+    if (floors := capacity.floors_text(ans)) is not None:
+        parts.append(f'<p class="note">{_e(floors)}.</p>')
+    for g in ans.groups:
+        parts += [f"<h3>{_e(g.title)}</h3>", f'<p class="answer"><b>Answer:</b> {_e(g.answer)}.</p>']
+        rows = ["<tr>" + "".join(f"<th>{_e(h)}</th>" for h in capacity.HEAD) + "</tr>"]
+        for rank, r in capacity.ranked_rows(g):
+            cls = "bad" if r.kind in ("rejected", "failed") else "absent" if r.kind in ("unknown", "none") else ""
+            rank_text, column, text, binding, notes = capacity.row_cells(r, rank)
+            rows.append(f"<tr><td>{_e(rank_text)}</td><th>{_e(column)}</th><td class=\"{cls}\">{_e(text)}</td>"
+                        f"<td>{_e(binding)}</td><td>{_e(notes)}</td></tr>")
+        parts.append("<table>" + "".join(rows) + "</table>")
+    return "\n".join(parts)
+
+
 # -- the results tables ---------------------------------------------------------------------------
 def block_html(block: Block) -> str:
     parts = [f"<h3>{_e(block.title)}</h3>"]
@@ -164,15 +183,23 @@ def failures_html(table: Table) -> str:
     bad = [c for c in table.cells if not c.ok]
     if not bad:
         return '<h2>Failed runs</h2>\n<p class="note">None: every run and batch size finished.</p>'
-    head = "<tr><th>backend</th><th>model</th><th>workload</th><th>parameters</th><th>batch</th><th>status</th>" \
+    head = "<tr><th>backend</th><th>model</th><th>workload</th><th>parameters</th><th>batch / rate</th><th>status</th>" \
            "<th>reason</th></tr>"
     trs = "".join(
         f"<tr><td>{_e(c.backend)}</td><td>{_e(c.record.model)}</td><td>{_e(c.record.workload)}</td>"
         f"<td>{_e(', '.join(f'{k.rsplit(chr(46), 1)[-1]}={param_text(v)}' for k, v in c.block_params.items()))}</td>"
-        f"<td>{_e(c.batch_size if c.batch_size is not None else 'all')}</td>"
+        f"<td>{_e(_load_text(c))}</td>"
         f'<td class="bad">{_e(c.status)}</td><td>{_reason_html(c.reason or "")}</td></tr>'
         for c in bad)
     return f"<h2>Failed runs</h2>\n<table>{head}{trs}</table>"
+
+
+def _load_text(cell: Cell) -> str:
+    """A failed cell's load: its batch size, its offered rate ("2 req/s", "all at once"), or "all" (the run
+    failed before any load point, so every one)."""
+    if cell.batch_size is not None:
+        return str(cell.batch_size)
+    return cell.point.where if cell.load is not None else "all"
 
 
 def damaged_html(table: Table) -> str:
@@ -233,8 +260,12 @@ def page(title: str, body: str) -> str:
             f"<h1>{_e(title)}</h1>\n{body}\n<script>{SCRIPT}</script>\n</body></html>\n")
 
 
-def write(root: Path, table: Table, decision: choose.Decision | None = None) -> Path:
-    """Write `root/report.html` and `root/plots/*.png`; returns the page's path."""
+def write(root: Path, table: Table, decision: choose.Decision | None = None,
+          capacity_answer: capacity.CapacityAnswer | None = None) -> Path:
+    """Write `root/report.html` and `root/plots/*.png`; returns the page's path. `capacity_answer`: serve
+    runs' capacity under the SLO, shown after the answer (default: the table's own, as table.md's)."""
+    if capacity_answer is None:
+        capacity_answer = capacity.answer(table, table.slo, decision.constraints if decision else [])
     root = Path(root)
     folder = root / PLOTS_DIR
     safefs.check_path(folder, root)
@@ -247,6 +278,8 @@ def write(root: Path, table: Table, decision: choose.Decision | None = None) -> 
         body.append(decision_html(decision))
     elif table.blocks:
         body.append(overview_html(choose.overview(table)))
+    if capacity_answer is not None:
+        body.append(capacity_html(capacity_answer))
     body += [plot_html(p, folder, root) for p in plots.all_plots(table, pareto_of(decision))]
     body += [results_html(table), failures_html(table), damaged_html(table), environment_html(table)]
     path = root / REPORT_NAME

@@ -1,8 +1,8 @@
-"""The table model as table.md: published-table style, one block per model × workload × batch size ×
-parameter values; metrics down, backends across, the change vs the baseline in parentheses."""
+"""The table model as table.md: published-table style, one block per model × workload × load (batch size,
+or offered request rate) × parameter values; metrics down, backends across, the change vs the baseline in parentheses."""
 from __future__ import annotations
 
-from runners.report import choose
+from runners.report import capacity, choose
 from runners.report.metrics import GROUPS
 from runners.report.spread import NOISY_CV_PCT
 from runners.report.table import Block, Table, flatten, param_text
@@ -96,8 +96,12 @@ def damaged_markdown(table: Table) -> list[str]:
     return out + [""]
 
 
-def document(table: Table, decision: choose.Decision | None = None) -> str:
-    """The whole table.md."""
+def document(table: Table, decision: choose.Decision | None = None,
+             capacity_answer: capacity.CapacityAnswer | None = None) -> str:
+    """The whole table.md; `capacity_answer`: serve runs' capacity under the SLO, after the answer (default:
+    the table's own, under its SLO and the decision's floors)."""
+    if capacity_answer is None:
+        capacity_answer = capacity.answer(table, table.slo, decision.constraints if decision else [])
     out = [f"# {table.title}", ""]
     if table.damaged:
         out += [f"**Warning:** {len(table.damaged)} damaged record file(s) left out (listed below).", ""]
@@ -108,6 +112,8 @@ def document(table: Table, decision: choose.Decision | None = None) -> str:
         out += [choose.markdown(decision), ""]
     elif table.blocks:
         out += [choose.overview_markdown(choose.overview(table)), ""]
+    if capacity_answer is not None:
+        out += [capacity.markdown(capacity_answer), ""]
     out += ["## Results", "", baseline_line(table), ""]
     if not table.blocks:
         out += ["_no records_", ""]

@@ -1,5 +1,7 @@
 """PNG plots of the table model: speed with its spread, memory by kind, speed vs quality (Pareto front
-marked), batch-size scaling, and speed relative to the baseline against model size. A metric a cell
+marked), batch-size scaling, and speed relative to the baseline against model size; for serve runs,
+latency and goodput against offered rate and throughput per GPU against speed per user (Pareto front
+marked). A metric a cell
 did not measure is never drawn as a number: its bar is replaced by the reason. matplotlib is imported
 inside the functions (importing this module stays cheap).
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from runners.measure.breakdown import CLASS_KEYS as BREAKDOWN_CLASSES
+from runners.measure.stats import percentile
 from runners.report.metrics import Metric, format_number, format_value, in_group
 from runners.report.table import Block, Cell, Table, param_text
 
@@ -39,12 +42,12 @@ def colors(table: Table) -> dict[str, str]:
     return {b: f"C{i % 10}" for i, b in enumerate(table.backends)}
 
 
-def _figure(n: int, width: float = 5.2, height: float = 3.8):
-    """A figure of n panels, at most 3 across; matplotlib's Agg canvas, no pyplot state."""
+def _figure(n: int, width: float = 5.2, height: float = 3.8, across: int = 3):
+    """A figure of n panels, at most `across` across; matplotlib's Agg canvas, no pyplot state."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure as MplFigure
 
-    cols = min(n, 3)
+    cols = min(n, across)
     rows = math.ceil(n / cols)
     fig = MplFigure(figsize=(width * cols, height * rows + 0.6), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
@@ -301,7 +304,7 @@ def speed_axes(ax, block: Block, m: Metric, color: dict[str, str]) -> None:
 
 
 def speed(table: Table, color: dict[str, str]) -> Plot:
-    shown = [(b, speed_metric(b)) for b in table.blocks]
+    shown = [(b, speed_metric(b)) for b in table.blocks if not b.serves]  # serve blocks: the serving plots
     notes = [f"{b.title}: no speed measured." for b, m in shown if m is None]
     shown = [(b, m) for b, m in shown if m is not None]
     if not shown:
@@ -341,7 +344,8 @@ def memory_axes(ax, block: Block, kinds: list[Metric], color: dict[str, str]) ->
 
 
 def memory(table: Table, color: dict[str, str]) -> Plot:
-    shown = [(b, memory_kinds(b)) for b in table.blocks]
+    # A serve run's memory is one reading per offered rate: its tables hold it, a panel per rate would not help.
+    shown = [(b, memory_kinds(b)) for b in table.blocks if not b.serves]
     shown = [(b, k) for b, k in shown if k]
     if not shown:
         return Plot("memory", "Peak memory", None, ["No run measured peak memory."])
@@ -351,7 +355,7 @@ def memory(table: Table, color: dict[str, str]) -> Plot:
         ax.set_title(_panel_title(b), fontsize=9)
     fig.suptitle("Peak memory per kind (a missing bar was not measured)", fontsize=10)
     notes: dict[str, list[str]] = {}
-    for b in table.blocks:
+    for b in (b for b in table.blocks if not b.serves):
         for why, ms in b.not_measured().items():
             for m in ms:
                 if m.group == "memory" and m.label not in notes.setdefault(why, []):
@@ -381,10 +385,11 @@ class Scatter:
     notes: list[str]
 
 
-def _groups(table: Table, across_models: bool = False) -> dict[tuple, list[Block]]:
-    """Blocks by model × workload × weights × device × parameters (without the model: across_models)."""
+def _groups(table: Table, across_models: bool = False, serves: bool = False) -> dict[tuple, list[Block]]:
+    """Blocks by model × workload × weights × device × parameters (without the model: across_models): the
+    offline blocks, or (serves) the serve blocks, whose load is an offered rate."""
     out: dict[tuple, list[Block]] = {}
-    for b in table.blocks:
+    for b in (b for b in table.blocks if b.serves == serves):
         key = (b.workload, b.weights, b.device, tuple((k, param_text(v)) for k, v in b.params.items()))
         out.setdefault(key if across_models else (b.model, *key), []).append(b)
     return out
@@ -504,7 +509,7 @@ def scaling(table: Table, color: dict[str, str]) -> Plot:
         ax.set_ylabel(m.label + _arrow(m), fontsize=9)
         _legend_outside(ax, fontsize=8)
         ax.grid(alpha=0.3)
-        title = blocks[0].title.replace(f" · batch {blocks[0].batch_size}", "")
+        title = blocks[0].title.replace(f" · {blocks[0].where}", "")
         ax.set_title("\n".join(textwrap.wrap(title, 60)), fontsize=9)
     fig.suptitle("Median over repeats; whiskers: min to max", fontsize=10)
     return Plot("scaling", "Batch-size scaling", fig, [])
@@ -558,7 +563,7 @@ def size_data(table: Table) -> tuple[list[SizePanel], list[str]]:
                 if size is None or got in (None, 0) or base in (None, 0):
                     why = "no model.params_b" if size is None else (
                         _why(c, m.key) if got in (None, 0) else b.baseline_note or "no baseline speed")
-                    skipped.append(f"{b.model} {col} batch {b.batch_size} ({why})")
+                    skipped.append(f"{b.model} {col} {b.where} ({why})")
                     continue
                 x = got / base if m.better == "higher" else base / got
                 curve = curves.setdefault((col, b.batch_size), SizeCurve(c.backend, col, b.batch_size, []))
@@ -656,21 +661,304 @@ def where_time_goes(table: Table, color: dict[str, str]) -> Plot:
                                           "classes and their name patterns are in README, \"Why a backend is slow\"."])
 
 
+# -- serving under load -------------------------------------------------------------------------------
+ALL_AT_ONCE = "all at once"
+SERVE_LATENCY = (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"))
+DEFAULT_PCT = 90.0  # the percentile a latency panel shows when the SLO names none for that metric
+RATE_AXIS_NOTE = ("x: offered rate, log scale; \"all at once\" (every request sent at once, no rate of its own) "
+                  "is drawn one doubling right of the highest offered rate")
+
+
+@dataclass(frozen=True)
+class RateAxis:
+    """Offered rates on a log2 x axis. "All at once" (rate inf) has no position of its own: it is drawn one
+    doubling to the right of the highest finite rate (at 1 when there is none), under its own tick label."""
+    finite: tuple[float, ...]
+    all_at_once: bool
+
+    @staticmethod
+    def of(blocks: list[Block]) -> "RateAxis":
+        rates = {b.rate_per_s for b in blocks if b.rate_per_s is not None}
+        return RateAxis(tuple(sorted(r for r in rates if math.isfinite(r))), any(math.isinf(r) for r in rates))
+
+    def x(self, rate_per_s: float) -> float:
+        if math.isfinite(rate_per_s):
+            return rate_per_s
+        return 2.0 * self.finite[-1] if self.finite else 1.0
+
+    def apply(self, ax) -> None:
+        ax.set_xscale("log", base=2)
+        ticks = [(r, f"{r:g}") for r in self.finite] + ([(self.x(math.inf), ALL_AT_ONCE)] if self.all_at_once else [])
+        ax.set_xticks([t for t, _ in ticks], [label for _, label in ticks], fontsize=8)
+        ax.minorticks_off()
+        ax.set_xlabel("offered rate, req/s", fontsize=9)
+
+
+def _serve_title(blocks: list[Block]) -> str:
+    b = blocks[0]
+    parts = [b.model, b.workload, *(f"{b.shorts[p]}={param_text(v)}" for p, v in b.params.items()),
+             f"{b.weights} weights", b.device]
+    return "\n".join(textwrap.wrap(" · ".join(parts), 60))
+
+
+@dataclass
+class RateLine:
+    """One backend's values of one quantity against offered rate (rates ascending)."""
+    column: str
+    backend: str
+    points: list[tuple[float, float]]  # (offered rate, value)
+
+
+def rate_lines(blocks: list[Block], value: Callable[[Cell], float | None]) -> tuple[list[RateLine], list[str]]:
+    """Per backend column, its measured values over the group's blocks; and what was left out, with why."""
+    lines: dict[str, RateLine] = {}
+    skipped: list[str] = []
+    for b in sorted(blocks, key=lambda b: b.rate_per_s):
+        for col, c in zip(b.columns, b.cells):
+            got = value(c) if c.ok else None
+            if got is None:
+                if c.load is not None:
+                    skipped.append(f"{col} at {c.point.where} ({c.status if not c.ok else 'not measured'})")
+                continue
+            lines.setdefault(col, RateLine(col, c.backend, [])).points.append((b.rate_per_s, got))
+    return list(lines.values()), skipped
+
+
+def _latency_pct(table: Table, key: str) -> float:
+    """The percentile a latency panel shows: the SLO's for that metric, else p90."""
+    term = next((t for t in (table.slo.terms if table.slo else ()) if t.key == key), None)
+    return term.percentile if term is not None else DEFAULT_PCT
+
+
+def _pct_of(cell: Cell, key: str, pct: float) -> float | None:
+    got = cell.values.get(key)
+    if got is None:
+        return None
+    if got.spread is not None and got.spread.samples:
+        return percentile(list(got.spread.samples), pct)
+    return got.spread.stat(f"p{pct:g}") if got.spread is not None else None
+
+
+def _draw_rate_lines(ax, lines: list[RateLine], axis: RateAxis, color: dict[str, str]) -> list[Mark]:
+    marks = []
+    radius = LINE_MARKER_PT / 2 + MARKER_EDGE_PT / 2  # a line's marker size is its diameter
+    for line in lines:
+        xs = [axis.x(r) for r, _ in line.points]
+        ys = [v for _, v in line.points]
+        ax.plot(xs, ys, marker="o", color=color[line.backend], markersize=LINE_MARKER_PT,
+                markeredgewidth=MARKER_EDGE_PT, label=line.column)
+        marks += [Mark(x, y, radius) for x, y in zip(xs, ys)]
+    return marks
+
+
+def _log_if_wide(ax, values: list[float]) -> None:
+    """A latency that grows twentyfold past saturation flattens the rest of its line: log y then."""
+    positive = [v for v in values if v > 0]
+    if positive and len(positive) == len(values) and max(positive) / min(positive) > 20:
+        ax.set_yscale("log")
+
+
+def serve_latency(table: Table, color: dict[str, str]) -> Plot:
+    """Per serve group: TTFT and TPOT (at the SLO's percentile, else p90) against offered rate, a line per
+    backend, the SLO's limit dashed."""
+    title = "Serving: latency vs offered rate"
+    panels, notes = [], []
+    for blocks in _groups(table, serves=True).values():
+        axis = RateAxis.of(blocks)
+        for key, name in SERVE_LATENCY:
+            pct = _latency_pct(table, key)
+            lines, skipped = rate_lines(blocks, lambda c, k=key, q=pct: _pct_of(c, k, q))
+            if skipped:
+                notes.append(f"Not in the {name} panel ({_serve_title(blocks).replace(chr(10), ' ')}): "
+                             f"{'; '.join(skipped)}.")
+            if lines:
+                panels.append((blocks, axis, key, name, pct, lines))
+    if not panels:
+        return Plot("serve_latency", title, None, notes or ["No serve load point measured a latency."])
+    fig, axes = _figure(len(panels), width=5.4, height=3.9, across=2)
+    fits = []
+    for ax, (blocks, axis, key, name, pct, lines) in zip(axes, panels):
+        marks = _draw_rate_lines(ax, lines, axis, color)
+        limit = next((t.limit_ms for t in (table.slo.terms if table.slo else ()) if t.key == key), None)
+        if limit is not None:
+            ax.axhline(limit, color="0.35", lw=0.9, ls="--", label=f"SLO: p{pct:g} <= {limit:g} ms")
+        axis.apply(ax)
+        _log_if_wide(ax, [m.y for m in marks] + ([limit] if limit is not None else []))
+        ax.set_ylabel(f"{name} p{pct:g}, ms (lower is better)", fontsize=9)
+        ax.grid(alpha=0.3)
+        _legend_outside(ax, fontsize=7)
+        ax.set_title(_serve_title(blocks), fontsize=9)
+        fits.append(Fit(ax, marks, y_also=(limit,) if limit is not None else (), margin=0.06))
+        fit_limits(fits[-1], pixels=False)
+    fig.suptitle("Latency per request at each offered rate, over the load point's requests", fontsize=10)
+    settle(fig, fits)
+    return Plot("serve_latency", title, fig, [RATE_AXIS_NOTE + "."] + notes)
+
+
+def serve_goodput(table: Table, color: dict[str, str]) -> Plot | None:
+    """Per serve group: goodput under the SLO against offered rate, with the offered rate itself (y = x):
+    the gap is what the server takes in but not within the SLO. None without an SLO (no goodput)."""
+    if table.slo is None:
+        return None
+    title = f"Serving: goodput under the SLO ({table.slo.text})"
+    panels, notes = [], []
+    for blocks in _groups(table, serves=True).values():
+        lines, skipped = rate_lines(blocks, lambda c: c.value("goodput_per_s"))
+        if skipped:
+            notes.append(f"Not in the goodput plot ({_serve_title(blocks).replace(chr(10), ' ')}): "
+                         f"{'; '.join(skipped)}.")
+        if lines:
+            panels.append((blocks, RateAxis.of(blocks), lines))
+    if not panels:
+        return Plot("serve_goodput", title, None, notes or ["No serve load point has a goodput."])
+    import numpy as np
+
+    fig, axes = _figure(len(panels), width=5.8, height=4.0, across=2)
+    fits = []
+    for ax, (blocks, axis, lines) in zip(axes, panels):
+        marks = _draw_rate_lines(ax, lines, axis, color)
+        also: tuple[float, ...] = ()
+        if axis.finite:
+            xs = np.geomspace(axis.finite[0], axis.finite[-1], 64) if len(axis.finite) > 1 else np.array(axis.finite)
+            ax.plot(xs, xs, color="0.45", lw=0.9, ls="--", label="offered rate (y = x)")
+            also = (axis.finite[0], axis.finite[-1])
+        axis.apply(ax)
+        ax.set_ylabel("goodput, req/s (requests meeting the SLO)", fontsize=9)
+        ax.grid(alpha=0.3)
+        _legend_outside(ax, fontsize=7)
+        ax.set_title(_serve_title(blocks), fontsize=9)
+        fits.append(Fit(ax, marks, x_also=also, y_also=also + (0.0,), y_floor=0.0, margin=0.06))
+        fit_limits(fits[-1], pixels=False)
+        bounded_ticks(ax.yaxis, 0.0, None)
+    fig.suptitle("Goodput: requests per second that met every SLO term; dashed: the offered rate", fontsize=10)
+    settle(fig, fits)
+    return Plot("serve_goodput", title, fig, [RATE_AXIS_NOTE + "; the y = x line spans the finite rates only."]
+                + notes)
+
+
+@dataclass
+class TradePoint:
+    column: str
+    backend: str
+    rate_per_s: float
+    user_tok_s: float  # median over requests of one user's output tokens/s (x)
+    gpu_tok_s: float  # output tokens/s the server delivered to everyone (y)
+    on_front: bool = False
+
+
+SAME_REL = 1e-6  # values this close are one value: 1000 / TPOT of equal timings differs in its last bits
+
+
+def _cmp(a: float, b: float) -> int:
+    return 0 if abs(a - b) <= SAME_REL * max(abs(a), abs(b)) else (1 if a > b else -1)
+
+
+def pareto_max(points: list[TradePoint]) -> None:
+    """Mark the points no other beats on both axes (higher is better on each): another point dominates one
+    when it is at least as good on both and better on one."""
+    def dominates(o: TradePoint, p: TradePoint) -> bool:
+        signs = (_cmp(o.user_tok_s, p.user_tok_s), _cmp(o.gpu_tok_s, p.gpu_tok_s))
+        return min(signs) >= 0 and max(signs) > 0
+
+    for p in points:
+        p.on_front = not any(o is not p and dominates(o, p) for o in points)
+
+
+def trade_data(blocks: list[Block]) -> tuple[list[TradePoint], list[str]]:
+    points, skipped = [], []
+    for b in sorted(blocks, key=lambda b: b.rate_per_s):
+        for col, c in zip(b.columns, b.cells):
+            x, y = c.value("user_output_tokens_per_s"), c.value("served_output_tokens_per_s")
+            if not c.ok or x is None or y is None:
+                if c.load is not None:
+                    missing = "per-user speed" if x is None else "served throughput"
+                    skipped.append(f"{col} at {c.point.where} ({c.status if not c.ok else 'no ' + missing})")
+                continue
+            points.append(TradePoint(col, c.backend, b.rate_per_s, x, y))
+    pareto_max(points)
+    return points, skipped
+
+
+def serve_tradeoff(table: Table, color: dict[str, str]) -> Plot:
+    """Per serve group: throughput of the whole GPU against the speed each user sees, a point per backend
+    and offered rate (labelled with the rate), a line per backend in rate order, the Pareto front ringed."""
+    title = "Serving: throughput per GPU vs speed per user"
+    panels, notes = [], []
+    for blocks in _groups(table, serves=True).values():
+        points, skipped = trade_data(blocks)
+        if skipped:
+            notes.append(f"Not in the throughput-speed plot ({_serve_title(blocks).replace(chr(10), ' ')}): "
+                         f"{'; '.join(skipped)}.")
+        if points:
+            panels.append((blocks, points))
+    if not panels:
+        return Plot("serve_tradeoff", title, None, notes or ["No serve load point measured both speeds."])
+    fig, axes = _figure(len(panels), width=6.0, height=4.6, across=2)
+    fits = []
+    radius = LINE_MARKER_PT / 2 + MARKER_EDGE_PT / 2
+    ring = 14.0 ** 2  # points²: a ring well outside a line marker
+    ring_radius = marker_radius_pt(ring, RING_EDGE_PT)
+    for ax, (blocks, points) in zip(axes, panels):
+        marks = []
+        for col in dict.fromkeys(p.column for p in points):
+            mine = [p for p in points if p.column == col]
+            ax.plot([p.user_tok_s for p in mine], [p.gpu_tok_s for p in mine], marker="o",
+                    color=color[mine[0].backend], markersize=LINE_MARKER_PT, markeredgewidth=MARKER_EDGE_PT,
+                    label=col)
+        front = [p for p in points if p.on_front]
+        if front:
+            ax.scatter([p.user_tok_s for p in front], [p.gpu_tok_s for p in front], s=ring, facecolors="none",
+                       edgecolors="black", linewidths=RING_EDGE_PT, label="Pareto front")
+        for p in points:
+            r = ring_radius if p.on_front else radius
+            text = ALL_AT_ONCE if math.isinf(p.rate_per_s) else f"{p.rate_per_s:g}/s"
+            label = ax.annotate(text, (p.user_tok_s, p.gpu_tok_s), fontsize=7, xytext=(r + GAP_PT, 0),
+                                textcoords="offset points", va="center")
+            marks.append(Mark(p.user_tok_s, p.gpu_tok_s, r, label))
+        ax.set_xlabel("output tokens/s per user (median over requests; higher is better)", fontsize=9)
+        ax.set_ylabel("served output tokens/s, whole GPU (higher is better)", fontsize=9)
+        ax.grid(alpha=0.3)
+        _legend_outside(ax, fontsize=7)
+        _note_below(ax, "label: offered rate, req/s; ringed: Pareto front (no other point is faster for a user "
+                        "and serves more)")
+        ax.set_title(_serve_title(blocks), fontsize=9)
+        fits.append(Fit(ax, marks, y_floor=0.0, x_also=(), margin=0.12))
+        fit_limits(fits[-1], pixels=False)
+        bounded_ticks(ax.yaxis, 0.0, None)
+        bounded_ticks(ax.xaxis, 0.0, None)
+    fig.suptitle("The throughput-latency trade-off: each offered rate is one point", fontsize=10)
+    settle(fig, fits)
+    return Plot("serve_tradeoff", title, fig, notes)
+
+
 PLOTS = (("speed", "Speed"), ("memory", "Memory"), ("quality", "Speed vs quality"), ("scaling", "Scaling"),
          ("sizes", "Model sizes"), ("breakdown", "Where the time goes"))
+# Drawn when the table has serve blocks (the plots above then draw its other blocks, when it has any).
+SERVE_PLOTS = (("serve_latency", "Serving: latency vs offered rate"),
+               ("serve_goodput", "Serving: goodput vs offered rate"),
+               ("serve_tradeoff", "Serving: throughput per GPU vs speed per user"))
 
 
 def all_plots(table: Table, front: Callable[[Block], list[str]]) -> list[Plot]:
-    """Every plot; one that fails to draw becomes a note on the page and never costs the rest of the report."""
+    """Every plot; one that fails to draw becomes a note on the page and never costs the rest of the report.
+    A table of serve runs only gets the serving plots; one without serve runs, none of them."""
     color = colors(table)
-    makers = {"speed": lambda: speed(table, color), "memory": lambda: memory(table, color),
-              "quality": lambda: quality(table, color, front), "scaling": lambda: scaling(table, color),
-              "sizes": lambda: sizes(table, color), "breakdown": lambda: where_time_goes(table, color)}
+    makers: dict[str, Callable[[], Plot | None]] = {
+        "speed": lambda: speed(table, color), "memory": lambda: memory(table, color),
+        "quality": lambda: quality(table, color, front), "scaling": lambda: scaling(table, color),
+        "sizes": lambda: sizes(table, color), "breakdown": lambda: where_time_goes(table, color),
+        "serve_latency": lambda: serve_latency(table, color), "serve_goodput": lambda: serve_goodput(table, color),
+        "serve_tradeoff": lambda: serve_tradeoff(table, color)}
+    offline = any(not b.serves for b in table.blocks) or not table.blocks
+    serving = any(b.serves for b in table.blocks)
+    wanted = (PLOTS if offline else ()) + (SERVE_PLOTS if serving else ())
     out = []
-    for name, title in PLOTS:
+    for name, title in wanted:
         try:
-            out.append(makers[name]())
+            plot = makers[name]()
         except Exception as exc:  # noqa: BLE001 — a plot is an illustration; the tables carry the numbers
-            out.append(Plot(name, title, None, [f"This plot could not be drawn ({type(exc).__name__}: "
-                                                f"{str(exc)[:200]}); the tables below hold every number."]))
+            plot = Plot(name, title, None, [f"This plot could not be drawn ({type(exc).__name__}: "
+                                            f"{str(exc)[:200]}); the tables below hold every number."])
+        if plot is not None:
+            out.append(plot)
     return out

@@ -28,6 +28,7 @@ from typing import Any
 from backends.contract import Catalogue, WeightCensus
 from runners.open.verify import verdict
 from runners.plan.strict import build as build_config
+from runners.measure.serving import Slo
 from runners.measure.stats import Stat
 from runners.plan.config import Expectation, coordinate_paths, field_defaults, sweep_setting_names
 from runners.record.schema import Point, RunRecord
@@ -439,6 +440,8 @@ class Table:
     records: list[RunRecord]
     catalogue: Catalogue = field(default_factory=Catalogue)  # every metric the records declare, in table order
     invalid: list[tuple[str, str]] = field(default_factory=list)  # (backend, why) of records that fail their checks
+    # The serving SLO (report.slo / --slo) its serve cells' goodput and attainment were computed under.
+    slo: Slo | None = None
 
 
 def _order(rec: RunRecord) -> tuple:
