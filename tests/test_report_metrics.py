@@ -2,6 +2,8 @@
 refuses a key nobody declared; and the published-table style the declarations drive."""
 from __future__ import annotations
 
+from runners.workload import workload_kinds
+
 import pytest
 
 from backends.contract import Catalogue, Metric, MetricError
@@ -137,6 +139,8 @@ def test_baseline_override_and_failure_cell():
 def test_repeated_metrics_reach_the_table(key):
     m = SHIPPED[key]
     workload = "generate" if m.task == "causal_lm" else "classify"
-    rec = record("fp32", [Point(1, metrics={key: stat(12.5)})], workload=workload,
-                 cfg=config("fp32", workload=workload))
+    point = Point(1, metrics={key: stat(12.5)})
+    if key in {x.key for x in workload_kinds()["serve"].metrics} - {x.key for x in workload_kinds()["generate"].metrics}:
+        workload, point = "serve", Point(None, rate_per_s=2.0, metrics={key: stat(12.5)})  # a serving-only metric
+    rec = record("fp32", [point], workload=workload, cfg=config("fp32", workload=workload))
     assert f"| {m.label} | 12.5 |" in markdown.document(build([rec]))

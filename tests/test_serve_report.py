@@ -180,7 +180,7 @@ def test_slo_recomputes_goodput_from_the_samples_and_leaves_the_records_alone(tm
     before = (root / "backend=awq" / "record.json").read_text()
     report = build_report(root, recs, slo=SLO)
     cells = {(c.backend, c.rate_per_s): c for c in report.table.cells}
-    for backend in ("fp16", "awq", "hqq"):  # bnb_int8's goodput is 0: see the xfail below
+    for backend in ("fp16", "awq", "hqq"):  # bnb_int8's goodput is 0: the test below
         for rate in RATES:
             goodput, attainment = _hand_goodput(backend, rate)
             c = cells[(backend, rate)]
@@ -208,8 +208,6 @@ def test_slo_from_the_sweep_settings_reaches_the_table(tmp_path):
     assert float(got[("awq", "4.0")]["goodput_per_s"]) == pytest.approx(5 / 3.03, rel=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason="runners/measure/serving.py declares goodput_per_s without zero_is_real=True, "
-                                       "so the table takes a goodput of 0 for a value rounded away")
 def test_a_goodput_of_zero_is_a_reading_not_a_rounding(tmp_path):
     table = build_report(_folder(tmp_path, sweep()), slo=SLO).table
     cell = next(c for c in table.cells if (c.backend, c.rate_per_s) == ("bnb_int8", 1.0))

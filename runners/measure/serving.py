@@ -153,7 +153,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("achieved_rate_per_s", "Achieved request rate, req/s", "higher", "speed", "point", task=SERVE),
     Metric("served_output_tokens_per_s", "Served output tokens/s", "higher", "speed", "point", task=SERVE),
     Metric("goodput_per_s", "Goodput (requests meeting the SLO), req/s", "higher", "speed", "point",
-           "no SLO given (report.slo)", task=SERVE),
+           "no SLO given (report.slo)", task=SERVE, zero_is_real=True),
     Metric("slo_attainment_pct", "SLO attainment, %", "higher", "speed", "point", "no SLO given (report.slo)",
            task=SERVE, zero_is_real=True),
     Metric("failed_requests_pct", "Failed requests, %", "lower", "speed", "point", task=SERVE, zero_is_real=True),
