@@ -7,12 +7,15 @@ are the ones a user of that line of code gets.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from backends.compress import Recipe, build_facts, checkpoint, checkpoint_census
 from backends.contract import (CHECKPOINT_MIB, QUANTIZE_S, WEIGHTS_MIB, ConfigError, CudaClock, Engine, HostClock,
                                LogProbs, RunFailure, Trace, WeightCensus, installed_versions, torch_profile)
+from backends.contract.engine import install_hint
+from backends.contract.server import ServerProcess
 
 DType = Literal["float32", "float16", "bfloat16"]
 MIB = 2**20
@@ -189,13 +192,7 @@ class TransformersEngine(Engine):
         """`transformers serve` on the same folder, dtype and device, with continuous batching (what its
         docs advise for load). bitsandbytes rows pass its `--quantization`; a quantization it cannot
         express (compressed-tensors checkpoints) has no server."""
-        import sys
-
-        from backends.contract.server import ServerProcess
-
         import importlib.util
-
-        from backends.contract.engine import install_hint
 
         o = self.options
         if o.quantization not in self.SERVE_QUANTIZATION:
@@ -307,8 +304,6 @@ class TransformersEngine(Engine):
         """Which layer classes hold the linear weights, and their bytes: proof that quantization happened."""
         if self.model is None:
             return None
-        import torch
-
         if self.checkpoint is not None:
             return checkpoint_census(self.model, self.checkpoint.folder, int(self.model.get_memory_footprint()))
 

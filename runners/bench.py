@@ -102,7 +102,7 @@ def execute_job(cfg: DictConfig) -> JobOutcome:
                   f"({plan.run_id}), skipped", file=sys.stderr)
             return JobOutcome(done.status)
     print(f"[quantbench] {run.backend.name} ({run.backend.engine}) x {run.model.name} ({run.weights} weights) x "
-          f"{run.workload.kind} {_points_text(run.workload)} on {plan.device} -> {out_dir}", file=sys.stderr)
+          f"{run.workload.kind} {run.workload.points_text} on {plan.device} -> {out_dir}", file=sys.stderr)
     try:
         rec = run_job(plan, out_dir, root=root)
     except UnsafePath as exc:
@@ -184,12 +184,6 @@ def _value(overrides: list[str], key: str) -> str | None:
         if sep and k == key:
             return v.strip().strip("'\"") or None
     return None
-
-
-def _points_text(wl) -> str:
-    if wl.serve is not None:
-        return "rates " + ", ".join("inf" if r == float("inf") else f"{r:g}" for r in wl.serve.rates_per_s) + " req/s"
-    return f"batch sizes {wl.batch_sizes}"
 
 
 def check_report_settings(overrides: list[str], search: ConfigSearch) -> None:

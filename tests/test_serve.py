@@ -9,7 +9,6 @@ SmolLM2 with bitsandbytes LLM.int8: the server's own census and quality beside s
 from __future__ import annotations
 
 import math
-import os
 import re
 import signal
 import subprocess

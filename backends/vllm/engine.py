@@ -22,6 +22,7 @@ Nothing here imports vllm or torch at module level.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,10 @@ from backends.compress import build_facts, checkpoint
 from backends.contract import (CHECKPOINT_MIB, KV_CACHE_MIB, QUANTIZE_S, WEIGHTS_MIB, ConfigError, Engine, LogProbs,
                                Metric, RunFailure, WeightCensus, installed_versions)
 from backends.contract.profiling import Trace, save_trace, trace_from_chrome
+from backends.contract.server import ServerProcess
 from backends.vllm.args import (auto_max_model_len, gptq_block_modules, llm_kwargs, model_source, needs_build,
                                 vllm_environment)
+from backends.vllm.cli import kwargs_to_cli
 from backends.vllm.hardware import capability_failure, gpu_capability
 from backends.vllm.introspect import census_from_inspection, inspect_model, inspection_from_text, resolved_config
 from backends.vllm.logs import LogCapture, classify_error, parse_vllm_log
@@ -252,10 +255,7 @@ class VllmEngine(Engine):
     def server(self, log_path):
         """`vllm serve` with exactly the engine arguments of the offline path (the same EngineArgs
         names: backends.vllm.cli), a tokenizer on so that text prompts stream text back."""
-        import sys
 
-        from backends.contract.server import ServerProcess
-        from backends.vllm.cli import kwargs_to_cli
 
         o = self.options
         source = model_source(o, self.ctx, self.built)

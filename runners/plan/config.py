@@ -174,6 +174,13 @@ class WorkloadSpec:
         non_negative("workload.warmup", self.warmup)
         self._check_repeats()
 
+    @property
+    def points_text(self) -> str:
+        """The run's points in words: "batch sizes [1, 8]", or "rates 1, 2, inf req/s"."""
+        if self.serve is not None:
+            return "rates " + ", ".join("inf" if math.isinf(r) else f"{r:g}" for r in self.serve.rates_per_s) + " req/s"
+        return f"batch sizes {self.batch_sizes}"
+
     def _check_repeats(self) -> None:
         if self.repeats == "auto":
             need = min_repeats_for_median_interval(CI_LEVEL)
