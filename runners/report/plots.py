@@ -916,7 +916,7 @@ def serve_tradeoff(table: Table, color: dict[str, str]) -> Plot:
                                 textcoords="offset points", va="center")
             marks.append(Mark(p.user_tok_s, p.gpu_tok_s, r, label))
         ax.set_xlabel("output tokens/s per user (median over requests; higher is better)", fontsize=9)
-        ax.set_ylabel("served output tokens/s, whole GPU (higher is better)", fontsize=9)
+        ax.set_ylabel("served output tokens/s, whole server (higher is better)", fontsize=9)
         ax.grid(alpha=0.3)
         _legend_outside(ax, fontsize=7)
         _note_below(ax, "label: offered rate, req/s; ringed: Pareto front (no other point is faster for a user "
