@@ -29,6 +29,13 @@ from .conftest import FAST, TEST_CONF, bench
     ("Memcpy DtoH (Device -> Pinned)", "copies_indexing"),
     ("aten::index_select", "copies_indexing"),
     ("some_custom_kernel_xyz", "other"),
+    # Seen on an H200 (issue 34): cuBLAS's Hopper GEMMs, bitsandbytes' CUTLASS int8 GEMM, a torch.cat copy.
+    ("nvjet_sm90_hsh_128x8_64x12_4x1_v_bz_TNT", "float_matmul"),
+    ("nvjet_sm90_hsh_128x8_64x12_2x1_v_bz_splitK_TNT", "float_matmul"),
+    ("void cutlass::Kernel2<cutlass_80_tensorop_i16832gemm_s8_64x64_64x6_tn_align16>(...)", "quantized_matmul"),
+    ("void cutlass::Kernel2<cutlass_75_tensorop_f16_s1688gemm_f16_64x64_nn_align1>(...)", "float_matmul"),
+    ("void at::native::(anonymous namespace)::CatArrayBatchedCopy_vectorized<OpaqueType<2u>>", "copies_indexing"),
+    ("void kdequant_mm_int32_fp16<4, 512>(int*, float*, float*, __half*, __half*, int, int, int)", "activation_quant"),
 ])
 def test_the_classifier_names_each_class(name, cls):
     assert classify(name) == cls

@@ -44,9 +44,19 @@ CLASSES: tuple[tuple[str, str, str], ...] = (
      r"memcpy|memset|copy|index|gather|scatter|cat|slice|transpose|contiguous|view|reshape|expand|clone|"
      r"embedding|to_copy|_to|narrow|select|stack|split|pad|concat|unsqueeze|squeeze|permute"),
 )
+# Kernel names whose generic parts would match an earlier class wrongly, seen on an H200 (torch 2.11, bitsandbytes
+# 0.50): cuBLAS's Hopper GEMMs are `nvjet_sm90_*` ("splitK" would read as a copy, the rest as nothing);
+# bitsandbytes' int8 GEMM is CUTLASS's `i16832gemm_s8`; torch.cat and dtype casts are "vectorized"
+# elementwise kernels that copy. Checked before CLASSES.
+SPECIFIC: tuple[tuple[str, str], ...] = (
+    ("quantized_matmul", r"i\d+gemm_s8|gemm_s8|_s8s8"),
+    ("float_matmul", r"nvjet"),
+    ("copies_indexing", r"catarraybatchedcopy|direct_copy_kernel|memcpy|memset"),
+)
 OTHER = ("other", "other (unclassified)")
 CLASS_KEYS: tuple[str, ...] = tuple(c for c, _, _ in CLASSES) + (OTHER[0],)
-_COMPILED = tuple((c, re.compile(p, re.IGNORECASE)) for c, _, p in CLASSES)
+_COMPILED = tuple((c, re.compile(p, re.IGNORECASE)) for c, p in SPECIFIC) + tuple(
+    (c, re.compile(p, re.IGNORECASE)) for c, _, p in CLASSES)
 TOP_N = 10
 
 
