@@ -46,6 +46,11 @@ def _ports(folder) -> list[int]:
     return out
 
 
+def _fake_servers_left(folder) -> list[str]:
+    """Fake servers of this test's sweep still running (by their ports: tests running beside it have others)."""
+    return [s for port in _ports(folder) for s in _servers_left(f"tests.fake_server --port {port} ")]
+
+
 def test_serve_path_with_a_scripted_server(tmp_path):
     proc = bench("-m", "backend=fault_serve_scripted,fault_serve_exit_at_start,fault_serve_never_healthy,ort_fp32",
                  *SERVE, "workload.serve.rates=[4,16,inf]", "workload.serve.start_timeout_s=4",
@@ -75,7 +80,7 @@ def test_serve_path_with_a_scripted_server(tmp_path):
     hung = recs["fault_serve_never_healthy"]
     assert hung.status == "timeout" and "not healthy within 4 s" in hung.reason and "warming up forever" in hung.reason
     assert recs["ort_fp32"].status == "invalid_config" and "has no server" in recs["ort_fp32"].reason
-    assert not _servers_left("tests.fake_server") and not _servers_left("warming up forever")
+    assert not _fake_servers_left(tmp_path) and not _servers_left("warming up forever")
     assert _ports(tmp_path) and not any(port_in_use(p) for p in _ports(tmp_path))
     table = (tmp_path / "table.md").read_text()
     assert "serve · offered 4 req/s" in table and "serve · all at once" in table
@@ -88,9 +93,9 @@ def test_ctrl_c_while_serving_leaves_no_server(tmp_path):
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and not _servers_left("tests.fake_server"):
+        while time.time() < deadline and not _fake_servers_left(tmp_path):
             time.sleep(0.2)
-        assert _servers_left("tests.fake_server"), "the server never started"
+        assert _fake_servers_left(tmp_path), "the server never started"
         time.sleep(2.0)  # some requests in flight
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
@@ -98,7 +103,7 @@ def test_ctrl_c_while_serving_leaves_no_server(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err[-2000:]
-    assert not _servers_left("tests.fake_server")
+    assert not _fake_servers_left(tmp_path)
     assert _ports(tmp_path) and not any(port_in_use(p) for p in _ports(tmp_path))
     [rec] = find_records(tmp_path)
     assert rec.status == "incomplete"

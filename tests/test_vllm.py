@@ -1005,3 +1005,26 @@ def test_fp8_kv_cache_backends_ask_for_it_and_prove_it(backend):
     reason = verdict(run.backend.expect, census, backend, lambda: {"kv_cache_dtype": "auto"})
     assert reason == f"{backend} expects a fp8 KV cache, but the engine reports 'auto'"
     assert "no KV-cache dtype" in verdict(run.backend.expect, census, backend, lambda: {})
+
+
+def test_the_vllm_server_takes_the_offline_engine_arguments(tmp_path):
+    """`vllm serve` gets every EngineArgs of the offline path as its flags (no vLLM needed to check), the
+    tokenizer on, and requests that decode exactly max_tokens; its log facts drop the raw lines."""
+    from backends.vllm.serve import served_log_facts, server_process
+    from runners.workload.client import Request
+
+    run = _run("awq_kv_fp8", "qwen2.5-7b")
+    files = FakeFiles()
+    ctx = _ctx(run, files)
+    kw = A.llm_kwargs(run.backend.options, ctx)
+    server = server_process(run.backend.options, ctx, None, tmp_path / "server.log")
+    cmd = server.cmd
+    assert cmd[1:5] == ["-m", "vllm.entrypoints.cli.main", "serve", kw["model"]] and "{port}" in cmd
+    flags = CLI.kwargs_to_cli({k: v for k, v in kw.items() if k not in ("model", "seed", "skip_tokenizer_init")})
+    joined = " ".join(cmd)
+    assert all(f in cmd for f in flags) and "--kv-cache-dtype fp8" in joined and "--quantization awq" in joined
+    assert "--skip-tokenizer-init" not in cmd  # text prompts stream text back
+    assert server.request_extra(Request("hi", 7)) == {"ignore_eos": True, "min_tokens": 7}
+    facts = served_log_facts("INFO Using MachetaLinearKernel for AWQMarlinLinearMethod\n"
+                             "Model loading took 5.27 GiB memory and 3.1 seconds\n")
+    assert facts["model_load_gib"] == 5.27 and "lines" not in facts

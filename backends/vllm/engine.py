@@ -22,7 +22,6 @@ Nothing here imports vllm or torch at module level.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -31,25 +30,17 @@ from backends.compress import build_facts, checkpoint
 from backends.contract import (CHECKPOINT_MIB, KV_CACHE_MIB, QUANTIZE_S, WEIGHTS_MIB, ConfigError, Engine, LogProbs,
                                Metric, RunFailure, WeightCensus, installed_versions)
 from backends.contract.profiling import Trace, save_trace, trace_from_chrome
-from backends.contract.server import ServerProcess
 from backends.vllm.args import (auto_max_model_len, gptq_block_modules, llm_kwargs, model_source, needs_build,
                                 vllm_environment)
-from backends.vllm.cli import kwargs_to_cli
 from backends.vllm.hardware import capability_failure, gpu_capability
 from backends.vllm.introspect import census_from_inspection, inspect_model, inspection_from_text, resolved_config
 from backends.vllm.logs import LogCapture, classify_error, parse_vllm_log
 from backends.vllm.options import GPTQ, PREQUANTIZED, Options, checkpoint_key
 from backends.vllm.outputs import batch_ttft_ms, next_token_logprobs, topk_logprobs
+from backends.vllm.serve import server_process
 
 MIB = 2**20
 GIB_IN_MIB = 1024.0
-
-
-def _served_log_facts(text: str) -> dict[str, Any]:
-    """The kernels, attention backend and memory `vllm serve` logged while loading (backends.vllm.logs)."""
-    facts = parse_vllm_log(text)
-    facts.pop("lines", None)
-    return facts
 
 
 class VllmEngine(Engine):
@@ -253,21 +244,8 @@ class VllmEngine(Engine):
                         next_token_values=next_token_logprobs(out.prompt_logprobs, token_ids))
 
     def server(self, log_path):
-        """`vllm serve` with exactly the engine arguments of the offline path (the same EngineArgs
-        names: backends.vllm.cli), a tokenizer on so that text prompts stream text back."""
-
-
-        o = self.options
-        source = model_source(o, self.ctx, self.built)
-        kwargs = {k: v for k, v in llm_kwargs(o, self.ctx, source).items() if k not in ("model", "seed")}
-        kwargs["skip_tokenizer_init"] = False
-        model = source[0]
-        cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", model, "--host", "127.0.0.1",
-               "--port", "{port}", *kwargs_to_cli(kwargs)]
-        env = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn", **vllm_environment()}
-        return ServerProcess(cmd, log_path, health_path="/health", env=env, model=model,
-                             request_extra=lambda req: {"ignore_eos": True, "min_tokens": req.max_tokens},
-                             log_facts=_served_log_facts)
+        """`vllm serve` with exactly the engine arguments of the offline path (backends.vllm.serve)."""
+        return server_process(self.options, self.ctx, self.built, log_path)
 
     def profile(self, run_once, trace_path) -> Trace | None:
         """vLLM's own torch profiler in its worker (start_profile/stop_profile around one pass); the rank-0
