@@ -1014,17 +1014,20 @@ def test_the_vllm_server_takes_the_offline_engine_arguments(tmp_path):
     from runners.workload.client import Request
 
     run = _run("awq_kv_fp8", "qwen2.5-7b")
-    files = FakeFiles()
+    files = FakeFiles("/models/qwen-tokenizer")
     ctx = _ctx(run, files)
     kw = A.llm_kwargs(run.backend.options, ctx)
     server = server_process(run.backend.options, ctx, None, tmp_path / "server.log")
     cmd = server.cmd
     assert cmd[1:5] == ["-m", "vllm.entrypoints.cli.main", "serve", kw["model"]] and "{port}" in cmd
     flags = CLI.kwargs_to_cli({k: v for k, v in kw.items() if k not in ("model", "seed", "skip_tokenizer_init")})
+    assert flags
     joined = " ".join(cmd)
     assert all(f in cmd for f in flags) and "--kv-cache-dtype fp8" in joined and "--quantization awq" in joined
-    assert "--skip-tokenizer-init" not in cmd  # text prompts stream text back
-    assert server.request_extra(Request("hi", 7)) == {"ignore_eos": True, "min_tokens": 7}
+    assert "--skip-tokenizer-init" not in cmd  # the model has a tokenizer: text prompts stream text back
+    untokenized = server_process(run.backend.options, _ctx(run, FakeFiles()), None, tmp_path / "s2.log")
+    assert "--skip-tokenizer-init" in untokenized.cmd  # none (synthetic weights): token-id prompts
+    assert server.request_extra(Request("hi", 7)) == {"ignore_eos": True, "min_tokens": 7, "return_token_ids": True}
     facts = served_log_facts("INFO Using MachetaLinearKernel for AWQMarlinLinearMethod\n"
                              "Model loading took 5.27 GiB memory and 3.1 seconds\n")
     assert facts["model_load_gib"] == 5.27 and "lines" not in facts

@@ -25,15 +25,18 @@ def served_log_facts(text: str) -> dict[str, Any]:
 
 def server_process(options: Options, ctx: EngineContext, built: Any, log_path: Path) -> ServerProcess:
     """The same EngineArgs as `vllm.LLM(...)` of the offline path (backends.vllm.cli names them as flags),
-    with the tokenizer on so that text prompts stream text back. Every request decodes exactly max_tokens
-    (`ignore_eos`, `min_tokens`), as the offline path does."""
+    with the tokenizer on where the model has one, so that text prompts stream text back (without one,
+    e.g. synthetic weights, prompts are token ids: `workload.serve.prompts=random`). Every request decodes
+    exactly max_tokens (`ignore_eos`, `min_tokens`), as the offline path does, and streams its token ids
+    (`return_token_ids`), so a chunk counts its tokens whether or not it carries text."""
     source = model_source(options, ctx, built)
     kwargs = {k: v for k, v in llm_kwargs(options, ctx, source).items() if k not in ("model", "seed")}
-    kwargs["skip_tokenizer_init"] = False
+    kwargs["skip_tokenizer_init"] = ctx.files.tokenizer_source() is None
     model = source[0]
     cmd = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", model, "--host", "127.0.0.1",
            "--port", "{port}", *kwargs_to_cli(kwargs)]
     env = {"VLLM_WORKER_MULTIPROC_METHOD": "spawn", **vllm_environment()}
     return ServerProcess(cmd, log_path, health_path="/health", env=env, model=model,
-                         request_extra=lambda req: {"ignore_eos": True, "min_tokens": req.max_tokens},
+                         request_extra=lambda req: {"ignore_eos": True, "min_tokens": req.max_tokens,
+                                                    "return_token_ids": True},
                          log_facts=served_log_facts)
