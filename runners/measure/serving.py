@@ -237,7 +237,8 @@ def capacity(points: list[tuple[float, dict[str, Stat | float]]], slo: Slo) -> C
             ratio = value / term.limit_ms
             if ratio > worst:
                 worst = ratio
-                why = f"{term.key.removesuffix('_ms')} p{term.percentile:g} = {value:.3g} ms > {term.limit_ms:g} ms"
+                shown = f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+                why = f"{term.key.removesuffix('_ms')} p{term.percentile:g} = {shown} ms > {term.limit_ms:g} ms"
         return worst <= 1.0, (None if worst <= 1.0 else why), worst
 
     results = [(rate, *check(stats)) for rate, stats in rows]
