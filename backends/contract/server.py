@@ -47,14 +47,6 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def last_line(path: Path) -> str:
-    try:
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return lines[-1][:300] if lines else ""
-
-
 def _failure(prefix: str, status: str, log_path: Path) -> RunFailure:
     """The server's failure, classified by its own log's tail (out of memory, a missing module), with the
     line that says most: the last error-like line, else the last line."""

@@ -87,7 +87,7 @@ def measure(plan: Plan, emit: Emit, console: IO[str], trace_dir: Path | None = N
             open_engine(engine, run.backend, record.load)
             record.env = envinfo.capture(device, engine.packages)
             snapshot()
-        vocab = vocab_size(engine)
+        vocab = vocab_size(engine) if wl.batch_sizes else 0  # a serving run has no batch sizes
         for bs in wl.batch_sizes:
             most = wl.max_repeats if wl.repeats == "auto" else wl.repeats
             with _progress_bar(wl.warmup + most, f"{run.backend.name} {wl.kind} bs={bs}", console) as bar:
@@ -152,7 +152,7 @@ def _serve(engine, plan: Plan, record: RunRecord, kind, console: IO[str], folder
                  f" ({point.reason.splitlines()[0][:200]})" if point.reason else "")
         snapshot()
 
-    served = kind.serve(engine, run.workload, plan.device, bar, here, on_point)
+    served = kind.serve(engine, run.workload, plan.device, vocab_size(engine), bar, here, on_point)
     record.engine_info["server"] = served.facts
     if served.census is not None:
         record.engine_info["server"]["census"] = served.census.to_dict()

@@ -42,21 +42,19 @@ class Served:
     census: Any = None  # backends.contract.WeightCensus of the model the server loaded, when it tells
 
 
-def prompts_for(engine: Engine, wl: Any, count: int, offset: int) -> list[str | list[int]]:
-    """`count` prompts of wl.prompt_tokens tokens: BBC News text cut by the model's tokenizer, or seeded ids.
-    `offset` picks later pieces of the text for later load points, so no point repeats another's prompts
-    (a server's prefix cache would otherwise see them again)."""
-    serve = wl.serve
-    if serve.prompts == "random":
-        vocab = int(getattr(engine.ctx.files.hf_config(), "vocab_size", 0) or 32000)
-        return token_ids(wl.seed + offset, count, wl.prompt_tokens, vocab).tolist()
+def prompts_for(engine: Engine, wl: Any, vocab_size: int, count: int) -> list[str | list[int]]:
+    """`count` prompts of wl.prompt_tokens tokens, for every load point of the run at once: consecutive,
+    non-overlapping pieces of the BBC News text cut by the model's tokenizer, or seeded token ids. No
+    point repeats another's prompts (a server's prefix cache would otherwise see them again)."""
+    if wl.serve.prompts == "random":
+        return token_ids(wl.seed, count, wl.prompt_tokens, vocab_size).tolist()
     tokenizer = engine.ctx.files.load_tokenizer()
     if tokenizer is None:
         raise RunFailure("invalid_config", f"workload.serve.prompts=bbc needs the model's tokenizer and "
                                            f"{engine.ctx.run.model.name} ({engine.ctx.run.weights} weights) has none: "
                                            f"use workload.serve.prompts=random")
     n = wl.prompt_tokens
-    want = (offset + count + 1) * n  # consecutive, non-overlapping pieces while the text lasts
+    want = (count + 1) * n
     ids: list[int] = []
     for text, _ in bbc_split()[0]:
         ids += tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -64,7 +62,7 @@ def prompts_for(engine: Engine, wl: Any, count: int, offset: int) -> list[str | 
             break
     if len(ids) < n:
         raise RunFailure("invalid_config", f"workload.prompt_tokens={n}: the BBC News text holds only {len(ids)} tokens")
-    starts = [((offset + i) * n) % (len(ids) - n + 1) for i in range(count)]
+    starts = [(i * n) % (len(ids) - n + 1) for i in range(count)]
     return [tokenizer.decode(ids[s:s + n]) for s in starts]
 
 
@@ -78,51 +76,49 @@ class Serve:
     metrics: tuple = (*SERVING_METRICS, ENERGY)
     primary: str = "e2e_ms"
 
-    def serve(self, engine: Engine, wl: Any, device: str, bar: Callable[[int, str], Any], folder: Path,
-              on_point: Callable[[Point], None]) -> Served:
+    def serve(self, engine: Engine, wl: Any, device: str, vocab_size: int, bar: Callable[[int, str], Any],
+              folder: Path, on_point: Callable[[Point], None]) -> Served:
         """Start the engine's server, run every load point, stop it. `bar(total, desc)`: a progress bar;
         `on_point`: called with each finished point (the worker snapshots the record)."""
         serve = wl.serve
         out = Served()
+        # Every point's prompts before the server starts: a run that cannot have them starts nothing.
+        sizes = [serve.warmup_requests + serve.requests_at(rate) for rate in serve.rates_per_s]
+        prompts = prompts_for(engine, wl, vocab_size, sum(sizes))
         server = engine.server(folder / "server.log")
         if server is None:
             raise RunFailure("invalid_config", f"the {engine.name} engine has no server for backend "
                                                f"{engine.ctx.run.backend}")
         server.start_timeout_s = serve.start_timeout_s
-        out.facts["command"] = [c for c in server.cmd]
+        out.facts["command"] = list(server.cmd)
         out.facts["log"] = "server.log"
         with server:
-            out.facts["start_s"] = server.facts.get("start_s")
-            for i, rate in enumerate(serve.rates_per_s):
-                point = self._point(engine, wl, server, rate, i, device, bar)
+            first = 0
+            for i, (rate, size) in enumerate(zip(serve.rates_per_s, sizes)):
+                point = self._point(engine, wl, server, rate, i, prompts[first:first + size], device, bar)
+                first += size
                 out.points.append(point)
                 on_point(point)
                 if point.status != "ok" and server.proc is not None and server.proc.poll() is not None:
                     break  # the server died: the later points cannot run
-        out.facts.update({k: v for k, v in server.facts.items() if k != "start_s"})
-        out.facts["start_s"] = server.facts.get("start_s")
+        out.facts.update(server.facts)
         try:
             out.census = engine.server_census(server)
         except Exception as exc:  # noqa: BLE001 — the in-process census still proves the run
             out.facts["census_error"] = f"{type(exc).__name__}: {exc}"[:300]
         return out
 
-    def _point(self, engine: Engine, wl: Any, server: Any, rate: float, index: int, device: str,
-               bar: Callable[[int, str], Any]) -> Point:
+    def _point(self, engine: Engine, wl: Any, server: Any, rate: float, index: int, texts: list[str | list[int]],
+               device: str, bar: Callable[[int, str], Any]) -> Point:
+        """One load point: `texts` holds its warm-up prompts, then its measured ones."""
         serve = wl.serve
         point = Point(batch_size=None, rate_per_s=rate)
-        n = serve.requests_at(rate)
-        try:
-            texts = prompts_for(engine, wl, n + serve.warmup_requests, offset=index * (n + serve.warmup_requests))
-        except RunFailure as exc:
-            point.status, point.reason = exc.status, exc.reason
-            return point
         warm = [Request(t, wl.new_tokens) for t in texts[:serve.warmup_requests]]
         requests = [Request(t, wl.new_tokens) for t in texts[serve.warmup_requests:]]
         energy = EnergyMeter(device)
         desc = f"{engine.ctx.run.backend} serve {point.where}"
         try:
-            with bar(len(warm) + n, desc) as progress, MemoryWatcher(device) as watch:
+            with bar(len(texts), desc) as progress, MemoryWatcher(device) as watch:
                 samples = run_load_point(server.base_url, server.model, requests, rate, serve.arrival,
                                          wl.seed + index, serve.request_timeout_s, warm, server.request_extra,
                                          max_concurrency=serve.max_concurrency, progress=progress.update,
