@@ -3,9 +3,9 @@ a free loopback port, its log kept, its health waited for with a time limit, and
 
 `ServerProcess(cmd, log_path)` is a context manager: entering starts the command (with `{port}` in it
 replaced by the port it got) and waits until `GET <health_path>` answers 200; leaving stops the whole
-process group (SIGTERM, then SIGKILL after a grace period) and checks the port is free again. A server
-that exits before it is healthy, or is not healthy in time, is a RunFailure carrying its last log line,
-and nothing is left running.
+process group (SIGTERM, then SIGKILL after a grace period). A server that exits before it is healthy, or
+is not healthy in time, is a RunFailure classified from its log's tail (with the line of it that says
+most), and nothing is left running.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A streaming load generator for OpenAI-compatible completion servers (WIP for issue 32).
+"""A streaming load generator for OpenAI-compatible completion servers.
 
 Why our own, beside GuideLLM and vLLM's `bench serve` client: neither travels to the offline GPU host
 without its own dependency tree (GuideLLM pins its own HTTP and data stacks; vLLM's client needs vLLM,
