@@ -8,6 +8,7 @@ Every engine loads from the folder this module hands it, so all engines measure 
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -85,15 +86,18 @@ class ModelFiles:
         """A folder with config.json only (plus `extra` merged in): enough for dummy-weight loaders."""
         cfg = self.hf_config().to_dict()
         cfg.update(extra or {})
-        final = cache_path("configs", self.spec.name, self.task, cfg)
+        tok = self.tokenizer_source()
+        # The tokenizer is part of the key: a folder made without one must not serve a run that names one.
+        final = cache_path("configs", self.spec.name, self.task, cfg, _tokenizer_identity(tok))
 
         def build(tmp: Path) -> None:
             (tmp / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
-            tok = self.tokenizer_source()
             if tok and Path(tok).is_dir():
                 for f in Path(tok).iterdir():
                     if f.name.startswith(("tokenizer", "special_tokens", "vocab", "merges")):
                         shutil.copy(f, tmp / f.name)
+            elif tok and tok.endswith(".gguf"):
+                _save_tokenizer(tok, tmp)  # a server loads tokenizer files, not a GGUF vocabulary
 
         return self._entry(final, build)
 
@@ -156,7 +160,8 @@ class ModelFiles:
 
     def _synthetic_folder(self) -> Path:
         cfg = self.hf_config()
-        final = cache_path("synthetic", self.spec.name, self.task, cfg.to_dict(), SYNTHETIC_SEED, _versions())
+        final = cache_path("synthetic", self.spec.name, self.task, cfg.to_dict(), SYNTHETIC_SEED, _versions(),
+                           *([_tokenizer_identity(self.spec.tokenizer)] if self.spec.tokenizer else []))
 
         def build(tmp: Path) -> None:
             import torch
@@ -184,6 +189,18 @@ class ModelFiles:
         if src.endswith(".gguf"):
             return AutoTokenizer.from_pretrained(str(Path(src).parent), gguf_file=Path(src).name)
         return AutoTokenizer.from_pretrained(src, trust_remote_code=self.spec.trust_remote_code)
+
+
+def _tokenizer_identity(src: str | None) -> list | None:
+    """What a tokenizer source holds, for cache keys: its files' names and contents' hashes (a few MB;
+    a copy of the same tokenizer elsewhere, or with new times, keys the same), or the name it was given."""
+    if not src:
+        return None
+    path = Path(src).expanduser()
+    if not path.exists():
+        return src  # a hub id, resolved by from_pretrained
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    return [[f.name, hashlib.sha256(f.read_bytes()).hexdigest()] for f in files if f.is_file()]
 
 
 def _save_tokenizer(src: str, dest: Path) -> None:

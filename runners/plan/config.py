@@ -91,8 +91,9 @@ class ServeSpec:
     # Offered request rates, req/s; `inf` sends every request of the point at once. One load point each.
     rates: list[float | str] = field(metadata=COORDINATE)
     arrival: Literal["poisson", "constant"] = "poisson"
-    # Requests per load point, or (when set) `seconds` of arrivals at each rate (at least `requests` when the
-    # rate is inf). Enough requests for the percentiles a SLO names: p90 needs tens, p99 hundreds.
+    # Requests per load point; with `seconds` set, seconds x rate of them, and never fewer than `requests`
+    # (a high rate needs seconds of arrivals to reach steady state, a low one enough requests for its
+    # percentiles: p90 needs tens, p99 hundreds). The all-at-once point (inf) sends `requests`.
     requests: int = 32
     seconds: float | None = None
     # The most requests in flight at once (null: as the arrivals come); a closed-loop cap like vLLM's
@@ -129,7 +130,7 @@ class ServeSpec:
     def requests_at(self, rate_per_s: float) -> int:
         if self.seconds is None or math.isinf(rate_per_s):
             return self.requests
-        return max(1, math.ceil(rate_per_s * self.seconds))
+        return max(self.requests, math.ceil(rate_per_s * self.seconds))
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,38 @@ from runners.record.schema import RunRecord
 RECORD_NAME = "record.json"
 
 
+def dumps(data: Any) -> str:
+    """Indented JSON, with every list of plain values on one line: a serving record keeps each request's
+    chunk arrival times, thousands of numbers that one-per-line would make several times larger."""
+    return "".join(_chunks(data, 0))
+
+
+def _flat(value: Any) -> bool:
+    return isinstance(value, list) and not any(isinstance(v, (list, dict)) for v in value)
+
+
+def _chunks(value: Any, level: int):
+    pad, inner = "\n" + " " * level, "\n" + " " * (level + 1)
+    if isinstance(value, dict) and value:
+        yield "{"
+        for i, (k, v) in enumerate(value.items()):
+            yield ("," if i else "") + inner + json.dumps(str(k)) + ": "
+            yield from _chunks(v, level + 1)
+        yield pad + "}"
+    elif isinstance(value, (list, tuple)) and value and not _flat(list(value)):
+        yield "["
+        for i, v in enumerate(value):
+            yield ("," if i else "") + inner
+            yield from _chunks(v, level + 1)
+        yield pad + "]"
+    else:
+        yield json.dumps(value, default=str, separators=(",", ":") if isinstance(value, (list, tuple)) else None)
+
+
 def write_json_atomic(path: Path, data: Any, root: Path | None = None) -> None:
     """JSON to `path` through a temp file and a rename, never through a link (backends.contract.safefs);
     `root`: the folder quantbench owns (a link at it is the user's choice)."""
-    safefs.write_text(path, json.dumps(data, indent=1, sort_keys=False, default=str), root)
+    safefs.write_text(path, dumps(data), root)
 
 
 def write_record(path: Path, record: RunRecord, root: Path | None = None) -> None:
