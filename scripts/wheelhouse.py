@@ -47,7 +47,7 @@ SET_ALIASES = {
 # different compressed-tensors versions, so they get separate targets; hydra and bnb go with both,
 # because quantbench's own entry point (hydra) must import in the process that runs the backend.
 TARGET_RULES = (
-    ("vllm", ("vllm_min", "bnb", "hydra")),
+    ("vllm", ("vllm_min", "bnb", "hydra", "serve")),
     ("quant", ("quantizers", "bnb", "hydra")),
     ("ort", ("ort_gpu",)),
 )

@@ -53,7 +53,12 @@ def prompts_for(engine: Engine, wl: Any, vocab_size: int, count: int) -> list[st
         raise RunFailure("invalid_config", f"workload.serve.prompts=bbc needs the model's tokenizer and "
                                            f"{engine.ctx.run.model.name} ({engine.ctx.run.weights} weights) has none: "
                                            f"use workload.serve.prompts=random")
-    n = wl.prompt_tokens
+    return bbc_prompts(tokenizer, wl.prompt_tokens, count)
+
+
+def bbc_prompts(tokenizer: Any, n: int, count: int) -> list[str]:
+    """`count` consecutive pieces of `n` tokens of the BBC News text (wrapping round when it runs out),
+    as text: a server tokenizes them again."""
     want = (count + 1) * n
     ids: list[int] = []
     for text, _ in bbc_split()[0]:
