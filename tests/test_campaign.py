@@ -30,7 +30,7 @@ def test_unknown_phase_names_every_phase(tmp_path):
     assert proc.returncode == 2
     assert "unknown phase 'nosuch'" in proc.stderr
     for phase in ("probe", "chunk", "carry", "unpack", "vllm-setup", "h200", "tf-setup", "ort-setup", "ort", "ct-vllm",
-                  "claim1", "claim3", "claim4", "headline"):
+                  "claim1", "claim3", "claim4", "headline", "serve", "serve-xcheck"):
         assert phase in proc.stderr.split("phases:")[1]
 
 
@@ -54,10 +54,10 @@ def test_fidelity_that_cannot_finish_in_the_call_is_not_started(tmp_path):
 def test_headline_skips_ok_records_and_gives_each_engine_its_own_time_need(tmp_path):
     done = tmp_path / "results" / "h200" / "headline" / "tiny" / "backend=fp16,model=tiny,x"
     done.mkdir(parents=True)
-    (done / "record.json").write_text('{"status": "ok"}')
+    (done / "record.json").write_text('{"backend": "fp16", "status": "ok"}')
     failed = done.parent / "backend=bnb_int8,model=tiny,x"
     failed.mkdir()
-    (failed / "record.json").write_text('{"status": "crash"}')
+    (failed / "record.json").write_text('{"backend": "bnb_int8", "status": "crash"}')
     proc = _campaign(tmp_path, "headline", "tiny", HEADLINE_BACKENDS="fp16 vllm_fp16 bnb_int8",
                      HEADLINE_NEEDS_S="100000", HEADLINE_TF_NEEDS_S="99999")
     assert proc.returncode == 3, proc.stderr
@@ -87,7 +87,7 @@ def test_headline_skips_what_is_committed_unless_told_not_to(tmp_path):
     committed = tmp_path / "committed"
     rec = committed / "headline" / "tiny" / "backend=awq,model=tiny,x" / "record.json"
     rec.parent.mkdir(parents=True)
-    rec.write_text('{"status": "ok"}')
+    rec.write_text('{"backend": "awq", "status": "ok"}')
     proc = _campaign(tmp_path, "headline", "tiny:awq", COMMITTED=str(committed), HEADLINE_NEEDS_S="100000")
     assert proc.returncode == 0 and "headline tiny awq: already ok, skipped" in proc.stderr, proc.stderr
     again = _campaign(tmp_path, "headline", "tiny:awq", COMMITTED=str(tmp_path / "none"), HEADLINE_NEEDS_S="100000")
@@ -133,3 +133,27 @@ def test_vllm_setup_installs_realdata_when_the_wheel_set_has_it(tmp_path, sets, 
     (wh / "install.sh").write_text(f'# declare -A TARGET_SETS=({sets})\necho "install targets: ${{*:2}}"\n')
     proc = _campaign(tmp_path, "vllm-setup", WH=str(tmp_path / "wh"))
     assert f"install targets: {targets}\n" in proc.stdout
+
+
+def test_serve_skips_ok_records_by_their_backend_and_gates_each_engine_by_its_time(tmp_path):
+    tok = tmp_path / "tok"
+    tok.mkdir()
+    # Sweep folders named by hydra start with whatever override sorts first, not always the backend.
+    done = tmp_path / "results" / "h200" / "serve_tiny" / "++model.tokenizer=_t,backend=vllm_fp16,x"
+    done.mkdir(parents=True)
+    (done / "record.json").write_text('{"backend": "vllm_fp16", "status": "ok"}')
+    proc = _campaign(tmp_path, "serve", "vllm_fp16,fp8,bnb_int8", "serve-xcheck", "fp8", "16", SERVE_MODEL="tiny",
+                     SERVE_TOKENIZER=str(tok), SERVE_NEEDS_S="100000", SERVE_TF_NEEDS_S="99999")
+    assert proc.returncode == 2, proc.stderr  # the last phase's: the cross-check has no record to check
+    assert "serve vllm_fp16: already ok, skipped" in proc.stderr
+    assert "serve fp8: not started" in proc.stderr and "(needs 100000s)" in proc.stderr
+    assert "serve bnb_int8: not started" in proc.stderr and "(needs 99999s)" in proc.stderr
+    assert "serve-xcheck: no fp8 record under" in proc.stderr
+    assert not list((tmp_path / "results").rglob("record.json"))[1:]
+
+
+def test_serve_without_a_tokenizer_says_what_to_carry(tmp_path):
+    proc = _campaign(tmp_path, "serve", "vllm", SERVE_TOKENIZER=str(tmp_path / "none"))
+    if (ROOT / ".wheelhouse" / "tok" / "qwen2" / "tokenizer.json").exists():
+        pytest.skip("this checkout carries the tokenizer")
+    assert proc.returncode == 2 and "no tokenizer at" in proc.stderr and ".wheelhouse/tok/qwen2" in proc.stderr
