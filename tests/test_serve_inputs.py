@@ -90,3 +90,17 @@ def test_records_keep_chunk_times_on_one_line_and_read_back_exactly():
     # One line per request's chunk list: far smaller than one number per line.
     assert len(text) < 0.5 * len(json.dumps(data, indent=1))
     assert sum(1 for line in text.splitlines() if line.strip().startswith("[12.5,19.75")) == 200
+
+
+def test_a_served_text_prompt_has_room_to_tokenize_a_little_longer():
+    """A BBC prompt cut at 512 tokens re-tokenizes to 510-513 tokens with the Qwen2 tokenizer: the engine's
+    context (vLLM's max_model_len) leaves room, so no request is refused for a token or two."""
+    from tests.test_vllm import _run
+
+    def need(prompts: str) -> int:
+        wl = {"kind": "serve", "prompt_tokens": 512, "new_tokens": 256,
+              "serve": {"rates": [1], "prompts": prompts}}
+        return _run("vllm_fp16", "qwen2.5-7b", workload=wl).max_sequence_tokens()
+
+    assert need("bbc") == 512 + 256 + 32
+    assert need("random") == 512 + 256  # token ids are sent as they are

@@ -340,6 +340,10 @@ class RunConfig:
         """The longest sequence any call of the run holds (workload and quality): an engine's context."""
         wl, q = self.workload, self.quality
         need = wl.prompt_tokens + wl.new_tokens if self.task == "causal_lm" else wl.seq_len
+        if wl.kind == "serve" and wl.serve.prompts == "bbc":
+            # A text prompt cut at prompt_tokens tokens may tokenize a few tokens longer on the server
+            # (a word split at the cut merges differently): room for it, not a refused request.
+            need += max(16, wl.prompt_tokens // 16)
         # Sized for quality whenever it is on (as vLLM runs have always been sized: a context that does not
         # move with the weights mode keeps synthetic and real runs of one cell comparable).
         if q.enabled:
@@ -366,6 +370,10 @@ class RunConfig:
             raise ConfigError(f"model {model.name!r} has no hub_id, path or packaged source: use weights=synthetic")
         limit = model.architecture.get("max_position_embeddings")
         need = wl.prompt_tokens + wl.new_tokens if self.task == "causal_lm" else wl.seq_len
+        if wl.kind == "serve" and wl.serve.prompts == "bbc":
+            # A text prompt cut at prompt_tokens tokens may tokenize a few tokens longer on the server
+            # (a word split at the cut merges differently): room for it, not a refused request.
+            need += max(16, wl.prompt_tokens // 16)
         what = (f"workload.prompt_tokens + workload.new_tokens = {need}" if self.task == "causal_lm"
                 else f"workload.seq_len = {need}")
         if isinstance(limit, int) and need > limit:
