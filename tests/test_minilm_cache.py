@@ -15,7 +15,7 @@ def trainings(tmp_path, monkeypatch):
     monkeypatch.setattr(minilm_bbc, "encoder_dir", lambda: tmp_path)
     calls: list[int] = []
 
-    def fake_train(out_dir, seed=0, progress=True):
+    def fake_train(out_dir, seed=0, progress=True, train_per_class=None):
         calls.append(seed)
         if getattr(fake_train, "fail", False):
             (out_dir / "config.json").write_text("{}")
@@ -70,3 +70,15 @@ def test_a_folder_trained_before_manifests_is_kept(trainings):
     (out / "metrics.json").unlink()
     minilm_bbc.ensure_minilm_bbc(progress=False)
     assert calls == [0] and damage(out) is None
+
+
+def test_a_train_subset_is_an_entry_of_its_own_and_the_full_split_keeps_its_key(trainings):
+    calls, _ = trainings
+    assert "train_per_class" not in minilm_bbc.cache_key_parts()  # the product's entry: key unchanged
+    full, small = minilm_bbc.minilm_bbc_path(), minilm_bbc.minilm_bbc_path(train_per_class=150)
+    assert small != full and small.parent == full.parent
+    assert minilm_bbc.ensure_minilm_bbc(progress=False, train_per_class=150) == small and not full.exists()
+    rows = [("a1", "x"), ("b1", "y"), ("a2", "x"), ("a3", "x"), ("b2", "y")]
+    assert minilm_bbc.first_per_class(rows, 2) == [("a1", "x"), ("b1", "y"), ("a2", "x"), ("b2", "y")]
+    with pytest.raises(ValueError):
+        minilm_bbc.first_per_class(rows, 0)
