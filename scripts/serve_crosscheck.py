@@ -55,11 +55,13 @@ COMPARED = [
 DIFFERENCES = [
     "clients: quantbench's is one thread per in-flight request (standard library http.client); vLLM's is one "
     "asyncio event loop (aiohttp). Each stamps a chunk when its own loop reads it",
-    "arrivals: both Poisson at the same rate, but from different random generators: the same prompts in the "
-    "same order arrive at other instants",
-    "E2E and TPOT: quantbench ends a request at its last token's chunk; vLLM bench at the end of the stream "
-    "(after the usage chunk and [DONE]), so its TPOT = (latency - TTFT) / (tokens - 1) is longer by that tail "
-    "divided by tokens - 1 (measured here: `ours_on_vllm_samples` vs `vllm_bench`)",
+    "arrivals: both Poisson at the same offered rate, from different random draws (quantbench's A and A2 "
+    "use two seeds): the same prompts in the same order arrive at other instants, and below saturation a "
+    "pass's load is its realized arrival rate (`realized_arrival_rate_per_s`), which moves every latency",
+    "definitions: both end a request at its last chunk with tokens (vLLM bench's `latency`), take TPOT = "
+    "(E2E - TTFT) / (tokens - 1) per request, ITL = every gap between chunks, and numpy's linear-interpolated "
+    "percentiles: quantbench's statistics on vLLM bench's own samples (`ours_on_vllm_samples`) reproduce its "
+    "report",
     "duration: quantbench's runs from the first send to the last token; vLLM bench's from before its first "
     "send to after its last response",
     "warm-up: both send the same number of warm-up requests first and keep none (quantbench: other prompts, "
@@ -104,6 +106,14 @@ def bench_serve_cmd(base_url: str, model: str, dataset: Path, n: int, warm: int,
             "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
             "--save-result", "--save-detailed", "--result-dir", str(result_dir),
             "--result-filename", "vllm_bench_serve.json", "--disable-tqdm"]
+
+
+def arrival_rate(sent_s: list[float]) -> float | None:
+    """Requests per second between a pass's first and last send: the load it really offered."""
+    if len(sent_s) < 2:
+        return None
+    span = max(sent_s) - min(sent_s)
+    return round((len(sent_s) - 1) / span, 3) if span > 0 else None
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -214,12 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     ours_a2 = load_point_stats(a2, args.rate).metrics
     ours_v = load_point_stats(samples_from_vllm(vres), args.rate).metrics
     rows = compare(ours_a, ours_a2, vres, ours_v)
+    realized = {"A": arrival_rate([x.sent_s for x in a]), "A2": arrival_rate([x.sent_s for x in a2]),
+                "vllm_bench": arrival_rate(list(vres.get("start_times") or []))}
     reported = {k: v for k, v in vres.items() if not isinstance(v, list)}
     data = {"record": str(args.record), "backend": rec.get("backend"), "model": rec.get("model"),
             "rate_per_s": "inf" if math.isinf(args.rate) else args.rate, "requests_per_pass": n,
             "warmup_requests": args.warmup, "prompt_tokens": wl["prompt_tokens"], "new_tokens": new_tokens,
             "server_command": cmd, "vllm_bench_command": vcmd, "wall_s": round(time.time() - t0, 1),
-            "rows": rows, "quantbench_a": plain(ours_a), "quantbench_a2": plain(ours_a2),
+            "rows": rows, "realized_arrival_rate_per_s": realized, "quantbench_a": plain(ours_a), "quantbench_a2": plain(ours_a2),
             "ours_on_vllm_samples": plain(ours_v), "vllm_bench": reported,
             "samples": {k: [s.to_compact() for s in v] for k, v in passes.items()},
             "differences": DIFFERENCES, "gpu": (rec.get("env") or {}).get("gpu")}
@@ -227,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(dumps(data))
     tmp.replace(args.out)
     print(table(rows))
+    print("realized arrival rates, req/s: " + ", ".join(f"{k} {v}" for k, v in realized.items()))
     return 0
 
 

@@ -365,3 +365,16 @@ def test_goodput_plot_has_the_offered_rate_line(tmp_path):
     assert awq.get_ydata()[-1] == pytest.approx(5 / 3.03, rel=1e-4)
     assert plots.serve_goodput(build_report(root).table, plots.colors(table)) is None
     check_layout(plot.figure, expect_labels=0)
+
+
+def test_a_run_cut_after_its_load_points_shows_its_capacity_but_is_not_ranked(tmp_path):
+    """As gptq on the H100: every load point measured, then the run was cut during the census."""
+    recs = [serve_record("fp16", 0), serve_record("hqq", 1, status="incomplete",
+                                                  reason="run stopped by a signal (Ctrl-C or SIGTERM) before it finished")]
+    report = build_report(_folder(tmp_path, recs), slo=SLO)
+    [group] = report.capacity.groups
+    rows = {r.backend: r for r in group.rows}
+    assert rows["fp16"].kind == "ranked" and rows["hqq"].kind == "unknown"
+    assert rows["hqq"].text == "not ranked: the run then ended: incomplete"
+    assert rows["hqq"].notes[0].startswith("capacity ≥ 4 req/s")
+    assert group.answer.startswith("fp16: the highest capacity")

@@ -73,3 +73,34 @@ def test_slo_syntax():
         with pytest.raises(SloError) as err:
             Slo.parse(bad)
         assert "\n" not in str(err.value) and "report.slo" in str(err.value)
+
+
+def test_capacity_ends_below_the_lowest_failing_rate_and_a_small_burst_does_not_raise_it():
+    """As on the H100 (results/h100/serve_qwen2.5-7b): FP8 met the SLO at 32 req/s, missed TTFT p90 at 48
+    req/s, and met it again with the all-at-once burst of only 32 requests."""
+    slo = Slo.parse("ttft_p90<=500ms,tpot_p90<=50ms")
+    pts = [_point(16, 0.1, 0.02), _point(32, 0.3, 0.02), _point(48, 0.7, 0.02), _point(math.inf, 0.2, 0.02)]
+    cap = capacity(pts, slo)
+    assert cap.how == "interpolated" and cap.rate_per_s == pytest.approx(40.0) and cap.binding.startswith("ttft p90")
+    # A higher rate that passes after a failing one does not lift it either.
+    cap = capacity([_point(8, 0.1, 0.02), _point(16, 0.9, 0.02), _point(32, 0.2, 0.02)], slo)
+    # TTFT binds: 100 of 500 ms at 8 req/s (0.2), 900 ms at 16 (1.8); it crosses its limit halfway.
+    assert cap.rate_per_s == pytest.approx(12.0) and cap.how == "interpolated"
+    # Every sustained rate passing: the burst decides between "all at once" and the highest rate.
+    assert capacity([_point(8, 0.1, 0.02), _point(math.inf, 0.2, 0.02)], slo).how == "measured (all at once)"
+    top = capacity([_point(8, 0.1, 0.02), _point(math.inf, 0.9, 0.02)], slo)
+    assert top.rate_per_s == 8 and top.how == "measured" and "ttft p90 = 900 ms" in top.binding
+    assert capacity([_point(8, 0.9, 0.02), _point(math.inf, 0.1, 0.02)], slo).rate_per_s is None
+
+
+def test_interpolation_follows_the_binding_terms_own_ratios():
+    """Only TTFT fails at 48 req/s: loosening or tightening the TPOT limit (still met) must not move where
+    TTFT crosses 500 ms (TTFT p90 126 -> 594 ms: at 32 + 16 x (1 - 0.252) / (1.188 - 0.252))."""
+    pts = [_point(32, 0.126, 0.0089), _point(48, 0.594, 0.0159)]
+    want = 32 + 16 * (1 - 0.252) / (1.188 - 0.252)
+    for tpot in ("50ms", "20ms"):
+        cap = capacity(pts, Slo.parse(f"ttft_p90<=500ms,tpot_p90<={tpot}"))
+        assert cap.rate_per_s == pytest.approx(want, rel=1e-6) and cap.binding.startswith("ttft p90 = 594 ms"), tpot
+    # Two terms failing: the first to cross decides.
+    both = capacity(pts, Slo.parse("ttft_p90<=500ms,tpot_p90<=12ms"))
+    assert both.rate_per_s == pytest.approx(32 + 16 * (1 - 8.9 / 12) / (15.9 / 12 - 8.9 / 12), rel=1e-6)

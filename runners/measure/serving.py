@@ -15,10 +15,12 @@ Definitions (quantbench's; they differ between tools, the README compares them):
   output tokens/s likewise.
 - **SLO attainment**: the share of requests that met every per-request term (TTFT <= x, TPOT <= y,
   E2E <= z); failed requests never meet it. **Goodput**: requests that met every term per second.
-- **Capacity** under an SLO: the highest offered rate whose load point meets every percentile term
-  (e.g. TTFT p90 <= 500 ms and TPOT p90 <= 50 ms) with no failed request; between the highest passing
-  and the lowest failing rate, the rate where the binding term crosses its limit by linear
-  interpolation (stated as interpolated). No passing rate: capacity absent, with the term that binds.
+- **Capacity** under an SLO: the highest offered rate up to which every load point meets every
+  percentile term (e.g. TTFT p90 <= 500 ms and TPOT p90 <= 50 ms) with no failed request; between that
+  rate and the lowest failing one, the rate where the binding term crosses its limit by linear
+  interpolation (stated as interpolated). A rate passing above a failing one does not raise it. The
+  all-at-once point (rate inf) is a burst of a fixed number of requests, not a higher sustained rate: it
+  counts only when every finite rate passes. No passing rate: capacity absent, with the term that binds.
 """
 from __future__ import annotations
 
@@ -225,34 +227,49 @@ def capacity(points: list[tuple[float, dict[str, Stat | float]]], slo: Slo) -> C
         return Capacity(None, "none", "no SLO terms")
     rows = sorted(points, key=lambda p: p[0])
 
-    def check(stats: dict[str, Stat | float]) -> tuple[bool, str | None, float]:
-        """(passes, what binds, the worst ratio value/limit over the terms)."""
+    def check(stats: dict[str, Stat | float]) -> tuple[bool, str | None, float, list[float]]:
+        """(passes, what binds, the worst ratio value/limit over the terms, each term's ratio)."""
         if (stats.get("failed_requests_pct") or 0) > 0:
-            return False, f"{stats['failed_requests_pct']:.0f}% of requests failed", math.inf
-        worst, why = 0.0, None
+            return False, f"{stats['failed_requests_pct']:.0f}% of requests failed", math.inf, []
+        worst, why, ratios = 0.0, None, []
         for term in slo.terms:
             value = _term_value(stats, term.key, term.percentile)
             if value is None:
-                return False, f"{term.key.removesuffix('_ms')} not measured", math.inf
+                return False, f"{term.key.removesuffix('_ms')} not measured", math.inf, []
             ratio = value / term.limit_ms
+            ratios.append(ratio)
             if ratio > worst:
                 worst = ratio
-                shown = f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+                shown = f"{value:,.0f}" if value >= 100 else f"{value:.4g}"
                 why = f"{term.key.removesuffix('_ms')} p{term.percentile:g} = {shown} ms > {term.limit_ms:g} ms"
-        return worst <= 1.0, (None if worst <= 1.0 else why), worst
+        return worst <= 1.0, (None if worst <= 1.0 else why), worst, ratios
 
     results = [(rate, *check(stats)) for rate, stats in rows]
-    passing = [r for r in results if r[1]]
-    if not passing:
-        return Capacity(None, "none", results[0][2] if results else "no load point")
-    best = max(passing, key=lambda r: r[0])
-    above = [r for r in results if r[0] > best[0] and not r[1]]
-    if not above:
-        return Capacity(best[0], "measured" if math.isfinite(best[0]) else "measured (all at once)", None)
-    fail = min(above, key=lambda r: r[0])
-    if not math.isfinite(fail[0]) or not math.isfinite(fail[3]):
+    if not results:
+        return Capacity(None, "none", "no load point")
+    finite = [r for r in results if math.isfinite(r[0])]
+    burst = [r for r in results if not math.isfinite(r[0])]
+    # The sustained rates decide: capacity ends below the lowest failing one, whatever a higher rate or the
+    # all-at-once burst (a fixed number of requests, often fewer than a high rate's) did after it.
+    fail = next((r for r in finite if not r[1]), None)
+    if fail is None:
+        if burst and burst[0][1]:
+            return Capacity(math.inf, "measured (all at once)", None)
+        if not finite:
+            return Capacity(None, "none", burst[0][2])
+        best = finite[-1]
+        return Capacity(best[0], "measured", burst[0][2] if burst else None)
+    below = [r for r in finite if r[0] < fail[0]]
+    if not below:
+        return Capacity(None, "none", fail[2])
+    best = below[-1]
+    if not math.isfinite(fail[3]):
         return Capacity(best[0], "measured", fail[2])
-    # The binding term's worst ratio crosses 1 between the two rates: interpolate linearly.
-    lo_r, hi_r = best[3], fail[3]
-    t = (1.0 - lo_r) / (hi_r - lo_r) if hi_r > lo_r else 0.0
+    # Each term over its limit at the failing rate crosses it between the two rates (its own ratio at
+    # each, linearly): the first crossing is the capacity.
+    crossings = []
+    for lo_r, hi_r in zip(best[4], fail[4]):
+        if hi_r > 1.0:
+            crossings.append((1.0 - lo_r) / (hi_r - lo_r) if hi_r > lo_r else 0.0)
+    t = min(crossings) if crossings else 0.0
     return Capacity(best[0] + t * (fail[0] - best[0]), "interpolated", fail[2])

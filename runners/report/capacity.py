@@ -6,10 +6,11 @@ report recomputes `goodput_per_s` and `slo_attainment_pct` of every serve load p
 per-request samples (runners.measure.serving, the one place serving statistics are computed), in memory,
 on copies: a record.json is never rewritten, and the folder's results.jsonl keeps the records as written.
 
-**Capacity** per backend (per model × weights × device × parameters): the highest offered rate whose load
-point meets every percentile term of the SLO (runners.measure.serving.capacity: measured, or interpolated
-between the highest passing and the lowest failing rate, with the term that binds). The backends are
-ranked by it, highest first. A record-level floor from `--require` / `report.require` (quality such as
+**Capacity** per backend (per model × weights × device × parameters): the highest offered rate up to which
+every load point meets every percentile term of the SLO (runners.measure.serving.capacity: measured, or
+interpolated between it and the lowest failing rate, with the term that binds). The backends are ranked by
+it, highest first; a run that ended before its proof (e.g. cut during the census after its server) is shown
+with its capacity, never ranked. A record-level floor from `--require` / `report.require` (quality such as
 `kl_mean<=0.05`, or a run-level number such as `weights<=4GiB`) rejects a backend whatever its capacity,
 with its value; a floor the record did not measure leaves it unknown, with the reason. A backend whose
 run was refused (an engine with no server) or failed is named with its reason.
@@ -175,7 +176,10 @@ def _capacity_words(cap: Capacity, rates: list[float]) -> tuple[str, str]:
     if not above:
         every = "every measured rate meets the SLO"
         if math.isinf(cap.rate_per_s):
-            return "all at once", f"none: {every}, all at once included"
+            finite = [r for r in rates if math.isfinite(r)]
+            # A burst of a fixed number of requests is no rate: say the highest sustained one met.
+            text = f"≥ {rate_text(max(finite))}, and all at once" if finite else "all at once"
+            return text, f"none: {every}, all at once included"
         return f"≥ {rate_text(cap.rate_per_s)} (the highest measured rate)", f"none: {every}"
     return rate_text(cap.rate_per_s), f"{cap.binding} at {rate_text(min(above))}" if cap.binding else ""
 
@@ -203,6 +207,13 @@ def _row(column: str, cells: list[Cell], slo: Slo, floors: list[Constraint]) -> 
         # A load point that failed above the highest passing one stops it there: no "at least" about it.
         row.text = rate_text(cap)
         row.binding = f"the load point at {rate_text(above[0].rate_per_s)} failed ({above[0].status})"
+    unproven = next((c.run_note for c in ok if c.run_note), None)
+    if unproven:
+        # Its load points were measured, but the run ended before it proved what ran (the census after the
+        # server): shown, never ranked.
+        row.notes.insert(0, f"capacity {row.text}, not ranked" + (f" ({row.binding})" if row.binding else ""))
+        row.kind, row.binding, row.text = "unknown", "", f"not ranked: {unproven}"
+        return row
     failed, unmeasured = _floor_checks(ok[0], floors)
     if failed or unmeasured:
         # Said, never ranked: a floor decides before speed does.
@@ -288,7 +299,8 @@ def markdown(ans: CapacityAnswer) -> str:
     return "\n".join(out) + "\n"
 
 
-RULE = ("Capacity: the highest offered rate whose load point meets every term of the SLO at its percentile over "
-        "the point's requests, with no failed request; between the highest passing and the lowest failing rate, "
-        "where the binding term crosses its limit (linear interpolation). Goodput and SLO attainment in the "
+RULE = ("Capacity: the highest offered rate up to which every load point meets every term of the SLO at its "
+        "percentile over the point's requests, with no failed request; between that rate and the lowest failing "
+        "one, where the binding term crosses its limit (linear interpolation); the all-at-once burst counts only "
+        "when every sustained rate passes. Goodput and SLO attainment in the "
         "tables below are computed under this SLO from each load point's per-request samples")
