@@ -104,3 +104,4 @@ def test_interpolation_follows_the_binding_terms_own_ratios():
     # Two terms failing: the first to cross decides.
     both = capacity(pts, Slo.parse("ttft_p90<=500ms,tpot_p90<=12ms"))
     assert both.rate_per_s == pytest.approx(32 + 16 * (1 - 8.9 / 12) / (15.9 / 12 - 8.9 / 12), rel=1e-6)
+    assert both.binding == "tpot p90 = 15.9 ms > 12 ms"  # the term that crosses first, not the worst

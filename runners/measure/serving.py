@@ -227,22 +227,20 @@ def capacity(points: list[tuple[float, dict[str, Stat | float]]], slo: Slo) -> C
         return Capacity(None, "none", "no SLO terms")
     rows = sorted(points, key=lambda p: p[0])
 
-    def check(stats: dict[str, Stat | float]) -> tuple[bool, str | None, float, list[float]]:
-        """(passes, what binds, the worst ratio value/limit over the terms, each term's ratio)."""
+    def check(stats: dict[str, Stat | float]) -> tuple[bool, str | None, float, list[tuple[float, str]]]:
+        """(passes, what binds, the worst ratio value/limit over the terms, each term's (ratio, words))."""
         if (stats.get("failed_requests_pct") or 0) > 0:
             return False, f"{stats['failed_requests_pct']:.0f}% of requests failed", math.inf, []
-        worst, why, ratios = 0.0, None, []
+        terms = []
         for term in slo.terms:
             value = _term_value(stats, term.key, term.percentile)
             if value is None:
                 return False, f"{term.key.removesuffix('_ms')} not measured", math.inf, []
-            ratio = value / term.limit_ms
-            ratios.append(ratio)
-            if ratio > worst:
-                worst = ratio
-                shown = f"{value:,.0f}" if value >= 100 else f"{value:.4g}"
-                why = f"{term.key.removesuffix('_ms')} p{term.percentile:g} = {shown} ms > {term.limit_ms:g} ms"
-        return worst <= 1.0, (None if worst <= 1.0 else why), worst, ratios
+            shown = f"{value:,.0f}" if value >= 100 else f"{value:.4g}"
+            terms.append((value / term.limit_ms,
+                          f"{term.key.removesuffix('_ms')} p{term.percentile:g} = {shown} ms > {term.limit_ms:g} ms"))
+        worst, why = max(terms)
+        return worst <= 1.0, (None if worst <= 1.0 else why), worst, terms
 
     results = [(rate, *check(stats)) for rate, stats in rows]
     if not results:
@@ -267,9 +265,7 @@ def capacity(points: list[tuple[float, dict[str, Stat | float]]], slo: Slo) -> C
         return Capacity(best[0], "measured", fail[2])
     # Each term over its limit at the failing rate crosses it between the two rates (its own ratio at
     # each, linearly): the first crossing is the capacity.
-    crossings = []
-    for lo_r, hi_r in zip(best[4], fail[4]):
-        if hi_r > 1.0:
-            crossings.append((1.0 - lo_r) / (hi_r - lo_r) if hi_r > lo_r else 0.0)
-    t = min(crossings) if crossings else 0.0
-    return Capacity(best[0] + t * (fail[0] - best[0]), "interpolated", fail[2])
+    crossings = [((1.0 - lo_r) / (hi_r - lo_r) if hi_r > lo_r else 0.0, why)
+                 for (lo_r, _), (hi_r, why) in zip(best[4], fail[4]) if hi_r > 1.0]
+    t, why = min(crossings) if crossings else (0.0, fail[2])
+    return Capacity(best[0] + t * (fail[0] - best[0]), "interpolated", why)
