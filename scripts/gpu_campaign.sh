@@ -149,7 +149,9 @@ workload.warmup=1 workload.repeats=2 weights=synthetic timeout_s=540 resume=true
 CLAIM4_SWEEP="workload=generate workload.prompt_tokens=128 workload.new_tokens=32 workload.batch_sizes=[1,16] \
 workload.warmup=1 workload.repeats=3 weights=synthetic resume=true"
 
-# Issue 35: serving under load. Synthetic weights need a real tokenizer for text prompts (and for the
+# Issue 35: serving under load (results/README.md, "Serving under load"). The wheel set is
+# `scripts/wheelhouse.py --sets vllm,bnb,hydra,serve`, its chunks at most 64 MiB minus the tree (32 MB on
+# 2026-12-07: --chunk-size 30M). Synthetic weights need a real tokenizer for text prompts (and for the
 # server's detokenizing, part of what a served token costs): the Qwen2 vocabulary of llama.cpp's vocab
 # files (shared/models.md), converted to tokenizer files on the CPU and carried as .wheelhouse/tok/qwen2.
 SERVE_MODEL=${SERVE_MODEL:-qwen2.5-7b}
