@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from .readme_use import shared_use_runs
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_CONF = ROOT / "tests" / "conf"
 # Small enough that a CPU run of the tiny model takes seconds.
@@ -38,6 +40,14 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_cache(cache_dir, monkeypatch):
     monkeypatch.setenv("QUANTBENCH_CACHE", str(cache_dir))
+
+
+@pytest.fixture(scope="session")
+def readme_use(tmp_path_factory, cache_dir) -> dict:
+    """The README's `Use` commands, run once per session in a fresh clone (tests/readme_use.py); the
+    workers share the run the way they share `cache_dir`."""
+    base = tmp_path_factory.getbasetemp()
+    return shared_use_runs((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "readme-use", cache_dir)
 
 
 def bench(*args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:

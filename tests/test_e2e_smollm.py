@@ -2,17 +2,23 @@
 
 fp32 and bnb_int8 (transformers) and ort_int8 (ONNX Runtime, exported once and cached): every row
 must carry measured speed and memory, and the quantized rows a small, non-zero KL vs fp32.
+
+The sweep is the README's own CPU speed + quality command (`Use`: `-m backend=fp32,bnb_int8,ort_int8
+quality.reference=fp32`, default model SmolLM2-135M), run once per session from a fresh clone with the
+sizes of tests/readme_use.py (batch 1, 16 prompt tokens, 4 new tokens, median of 2 after a warm-up);
+tests/test_readme_use.py checks the same run changes no tracked file.
 """
 from __future__ import annotations
 
 import csv
 import re
+from pathlib import Path
 
 import pytest
 
 from runners.record.store import find_records
 
-from .conftest import ROOT, bench
+from .conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -30,13 +36,18 @@ def test_readme_first_command_is_the_sweep_tested_here():
     assert readme_first_backends() == ["fp32", "bnb_int8", "ort_int8"]
 
 
-def test_smollm2_sweep_fp32_bnb_int8_ort_int8(tmp_path):
-    bench("-m", "backend=" + ",".join(readme_first_backends()), "model=smollm2-135m", "workload.batch_sizes=[1]",
-          "workload.prompt_tokens=16", "workload.new_tokens=4", "workload.warmup=1", "workload.repeats=2",
-          "quality.reference=fp32", "quality.eval_tokens=32", "quality.generations=2",
-          "quality.generation_tokens=4", "report.html=false", f"hydra.sweep.dir={tmp_path}",
-          check=True, timeout=1500)
-    with open(tmp_path / "table.csv") as f:
+@pytest.mark.xdist_group("readme_use")
+def test_smollm2_sweep_fp32_bnb_int8_ort_int8(readme_use):
+    assert "error" not in readme_use, readme_use.get("error")
+    backends = "backend=" + ",".join(readme_first_backends())
+    found = [r for r in readme_use["runs"] if r["cmd"].startswith("python -m runners.bench -m ")
+             and backends in r["cmd"].split() and "quality.reference=fp32" in r["cmd"].split()]
+    assert len(found) == 1, f"the README's Use section shows one `-m {backends} quality.reference=fp32` sweep"
+    [run] = found
+    assert not any(a.startswith("model=") for a in run["args"])  # the default model: SmolLM2-135M's real weights
+    assert run["rc"] == 0, (run["cmd"], run["rc"], run["stderr"][-4000:])
+    sweep = Path(run["sweep"])
+    with open(sweep / "table.csv") as f:
         rows = {r["backend"]: r for r in csv.DictReader(f)}
     assert list(rows) == ["fp32", "bnb_int8", "ort_int8"]
     for name, r in rows.items():
@@ -44,7 +55,7 @@ def test_smollm2_sweep_fp32_bnb_int8_ort_int8(tmp_path):
         assert r["weights"] == "pretrained" and r["model"] == "smollm2-135m" and r["batch_size"] == "1"
         assert float(r["output_tokens_per_s"]) > 0 and float(r["tpot_ms"]) > 0 and float(r["ttft_ms"]) > 0
         assert float(r["peak_rss_mib"]) > 100
-    recs = {r.backend: r for r in find_records(tmp_path)}
+    recs = {r.backend: r for r in find_records(sweep)}
     fp32, int8, ort8 = (recs[b].quality.flat() for b in ("fp32", "bnb_int8", "ort_int8"))
     # The reference row compares with itself; the quantized rows really differ, by a little.
     assert fp32["kl_mean_nats"] == 0 and fp32["kl_p99_nats"] == 0 and fp32["top1_agreement_pct"] == 100
@@ -55,5 +66,5 @@ def test_smollm2_sweep_fp32_bnb_int8_ort_int8(tmp_path):
     # ORT's dynamic int8 (per-tensor, no reduce_range) is much coarser on CPU: KL ~0.7-1 nats measured.
     assert 0 < ort8["kl_mean_nats"] < 5 and ort8["kl_method"] == "full", ort8
     assert "CPU" in recs["ort_int8"].engine_info["placement"]  # ORT says where its nodes ran
-    table = (tmp_path / "table.md").read_text()
+    table = (sweep / "table.md").read_text()
     assert "| | fp32 | bnb_int8 | ort_int8 |" in table and "| Node placement (execution providers) |" in table
