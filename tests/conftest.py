@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,11 +16,29 @@ TEST_CONF = ROOT / "tests" / "conf"
 FAST_BASE = ["model=tiny", "workload.warmup=1", "workload.repeats=2"]
 FAST = [*FAST_BASE, "workload.prompt_tokens=8", "workload.new_tokens=4"]
 
+# Parallel workers (pytest-xdist `-n N`) share the cores: each worker's runs get their share as torch's
+# intra-op threads (inherited by every quantbench process a test starts). Two workers each running
+# 2-thread torch on 2 cores oversubscribe them, and OpenMP's spinning threads then burn the other
+# worker's time: the MiniLM test beside one busy process took 166 s with 2 threads, 74 s with 1. A
+# thread count the caller set is kept.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    _share = max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
+
+
+# Measured seconds of the longest tests on a 2-core runner (tests/durations.py rewrites the file).
+DURATIONS: dict[str, float] = json.loads((ROOT / "tests" / "durations.json").read_text())
+
 
 def pytest_collection_modifyitems(items):
-    # The end-to-end runs on real models first (a stable sort keeps every other order): under
-    # `-n 2` they start at once on separate workers instead of ending the session alone.
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    # Longest first: the end-to-end runs on real models, then the other tests by their measured time (a
+    # stable sort keeps every other order). Under `-n 2 --dist loadgroup` each worker takes the next test
+    # when it is free, so the long ones start early and no worker ends the session alone with one.
+    def known(item) -> float:
+        return DURATIONS.get(item.nodeid.split("@")[0], 0.0)
+
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, -known(item)))
 
 
 @pytest.fixture(scope="session")
