@@ -2,11 +2,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
+
+from backends.contract import builder_lock
 
 from .readme_use import shared_use_runs
 
@@ -34,8 +38,11 @@ DURATIONS: dict[str, float] = json.loads((ROOT / "tests" / "durations.json").rea
 def pytest_collection_modifyitems(items):
     # Longest first: the end-to-end runs on real models, then the other tests by their measured time (a
     # stable sort keeps every other order). Under `-n 2 --dist loadgroup` each worker takes the next test
-    # when it is free, so the long ones start early and no worker ends the session alone with one.
+    # (or xdist group) when it is free, so the long ones start early and no worker ends the session alone
+    # with one. The tests of an xdist group keep their file order: they run in it, on one worker.
     def known(item) -> float:
+        if item.get_closest_marker("xdist_group"):
+            return 0.0
         return DURATIONS.get(item.nodeid.split("@")[0], 0.0)
 
     items.sort(key=lambda item: (item.get_closest_marker("slow") is None, -known(item)))
@@ -61,12 +68,30 @@ def _isolated_cache(cache_dir, monkeypatch):
     monkeypatch.setenv("QUANTBENCH_CACHE", str(cache_dir))
 
 
+def session_folder(tmp_path_factory, name: str) -> Path:
+    """`name` in the folder that every parallel worker (pytest-xdist) of this session shares."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+
+
+def built_once(folder: Path, build: Callable[[Path], object]) -> Path:
+    """`folder`, made by `build(folder)` once per session by whichever worker asks first (under a file
+    lock: the others wait, then take it). Tests that change what they get copy it first."""
+    done = folder.with_name(folder.name + ".done")
+    with builder_lock(folder):
+        if not done.exists():
+            if folder.exists():  # a build that failed half-way
+                shutil.rmtree(folder)
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def readme_use(tmp_path_factory, cache_dir) -> dict:
     """The README's `Use` commands, run once per session in a fresh clone (tests/readme_use.py); the
     workers share the run the way they share `cache_dir`."""
-    base = tmp_path_factory.getbasetemp()
-    return shared_use_runs((base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "readme-use", cache_dir)
+    return shared_use_runs(session_folder(tmp_path_factory, "readme-use"), cache_dir)
 
 
 def bench(*args: str, timeout: float = 600, check: bool = False) -> subprocess.CompletedProcess:

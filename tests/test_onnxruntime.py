@@ -40,6 +40,9 @@ BERT = {"model_type": "bert", "hidden_size": 64, "intermediate_size": 128, "num_
 # ONNX artifacts go to a folder of this module's own (synthetic weights may come from a kept cache):
 # the cache-hit assertions below need to see the first export happen.
 ONNX_CACHE: dict[str, Path] = {}
+# ...and to see it in this file's order (the fp32 export before its reuse, a rewrite before any census
+# that shares its key): under pytest-xdist (`--dist loadgroup`) the whole file runs on one worker, in order.
+pytestmark = pytest.mark.xdist_group("onnxruntime")
 
 
 @pytest.fixture(scope="module", autouse=True)

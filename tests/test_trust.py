@@ -22,7 +22,7 @@ from runners.launch.child import Exit
 from runners.measure.failures import last_error_line, oom_kills
 from runners.record.store import find_records
 
-from .conftest import FAST, ROOT, TEST_CONF, bench
+from .conftest import FAST, ROOT, TEST_CONF, bench, built_once, session_folder
 
 ONE = [*FAST, "weights=synthetic", "workload.batch_sizes=[1]", "report.html=false"]
 
@@ -32,12 +32,15 @@ def _report(folder: Path, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.fixture(scope="module")
-def finished_sweep(tmp_path_factory) -> Path:
-    """One finished two-cell sweep, copied by the tests that change it."""
-    sweep = tmp_path_factory.mktemp("sweep") / "s"
-    bench("-m", "backend=fp32,bf16", *ONE, f"hydra.sweep.dir={sweep}", check=True)
-    return sweep
+@pytest.fixture(scope="session")
+def finished_sweep(tmp_path_factory, cache_dir) -> Path:
+    """One finished two-cell sweep per session (parallel workers share it), copied by the tests that use it."""
+    def build(sweep: Path) -> None:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("QUANTBENCH_CACHE", str(cache_dir))
+            bench("-m", "backend=fp32,bf16", *ONE, f"hydra.sweep.dir={sweep}", check=True)
+
+    return built_once(session_folder(tmp_path_factory, "trust-sweep") / "s", build)
 
 
 def _copy(folder: Path, dest: Path) -> Path:
@@ -277,7 +280,7 @@ def test_value_errors_exit_2_as_the_readme_says(tmp_path):
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
 
 
-def test_the_quality_reference_is_named_and_a_self_reference_says_so(finished_sweep):
+def test_the_quality_reference_is_named_and_a_self_reference_says_so():
     from runners.record.schema import Quality, RunRecord
     from runners.report.metrics import INFO
 
