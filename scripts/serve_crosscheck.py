@@ -37,6 +37,7 @@ if str(ROOT) not in sys.path:
 from backends.contract.server import ServerProcess  # noqa: E402
 from runners.measure.serving import RequestSample, load_point_stats  # noqa: E402
 from runners.measure.stats import Stat  # noqa: E402
+from runners.plan.config import ServeSpec  # noqa: E402
 from runners.record.store import dumps  # noqa: E402
 
 # (name in the table, quantbench's metric and statistic, vLLM bench serve's result key)
@@ -81,9 +82,9 @@ def value(metrics: dict[str, Any], key: str, stat: str | None) -> float | None:
 def samples_from_vllm(result: dict[str, Any]) -> list[RequestSample]:
     """vLLM bench serve's detailed per-request data as quantbench samples (times in seconds)."""
     out = []
-    starts = result.get("start_times") or []
+    starts, errors = result.get("start_times") or [], result.get("errors") or []
     for i, (ttft, itl, n) in enumerate(zip(result["ttfts"], result["itls"], result["output_lens"])):
-        err = (result.get("errors") or [""] * len(starts))[i] if i < len(result.get("errors") or []) else ""
+        err = errors[i] if i < len(errors) else ""
         start = float(starts[i]) if i < len(starts) else 0.0
         if err or not n or ttft is None:
             out.append(RequestSample(start, error=str(err or "no output")))
@@ -181,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     model = cmd[cmd.index("serve") + 1]
     wl = rec["config"]["workload"]
     seed = int(wl.get("seed", 0))
-    n = args.requests if args.seconds is None or math.isinf(args.rate) else max(args.requests,
-                                                                                 math.ceil(args.rate * args.seconds))
+    # Sized as the serve workload sizes a load point (serve.requests, serve.seconds).
+    n = ServeSpec(rates=[args.rate], requests=args.requests, seconds=args.seconds).requests_at(args.rate)
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model)

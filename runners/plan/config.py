@@ -336,14 +336,17 @@ class RunConfig:
         return frozenset(workload(self.workload.kind).calls) | quality_calls(self.quality.enabled, self.weights,
                                                                            self.task)
 
+    def retokenize_slack(self) -> int:
+        """Tokens a served text prompt may gain: cut at prompt_tokens tokens, it may tokenize a few tokens
+        longer on the server (a word split at the cut merges differently): room for it, not a refused
+        request. Token-id prompts and in-process workloads need none."""
+        wl = self.workload
+        return max(16, wl.prompt_tokens // 16) if wl.kind == "serve" and wl.serve.prompts == "bbc" else 0
+
     def max_sequence_tokens(self) -> int:
         """The longest sequence any call of the run holds (workload and quality): an engine's context."""
         wl, q = self.workload, self.quality
-        need = wl.prompt_tokens + wl.new_tokens if self.task == "causal_lm" else wl.seq_len
-        if wl.kind == "serve" and wl.serve.prompts == "bbc":
-            # A text prompt cut at prompt_tokens tokens may tokenize a few tokens longer on the server
-            # (a word split at the cut merges differently): room for it, not a refused request.
-            need += max(16, wl.prompt_tokens // 16)
+        need = wl.prompt_tokens + wl.new_tokens + self.retokenize_slack() if self.task == "causal_lm" else wl.seq_len
         # Sized for quality whenever it is on (as vLLM runs have always been sized: a context that does not
         # move with the weights mode keeps synthetic and real runs of one cell comparable).
         if q.enabled:
@@ -369,13 +372,10 @@ class RunConfig:
         if self.weights == "pretrained" and not (model.has_local_weights or model.hub_id):
             raise ConfigError(f"model {model.name!r} has no hub_id, path or packaged source: use weights=synthetic")
         limit = model.architecture.get("max_position_embeddings")
-        need = wl.prompt_tokens + wl.new_tokens if self.task == "causal_lm" else wl.seq_len
-        if wl.kind == "serve" and wl.serve.prompts == "bbc":
-            # A text prompt cut at prompt_tokens tokens may tokenize a few tokens longer on the server
-            # (a word split at the cut merges differently): room for it, not a refused request.
-            need += max(16, wl.prompt_tokens // 16)
-        what = (f"workload.prompt_tokens + workload.new_tokens = {need}" if self.task == "causal_lm"
-                else f"workload.seq_len = {need}")
+        slack = self.retokenize_slack()
+        need = wl.prompt_tokens + wl.new_tokens + slack if self.task == "causal_lm" else wl.seq_len
+        what = (f"workload.prompt_tokens + workload.new_tokens{f' + {slack} (served text re-tokenized)' if slack else ''}"
+                f" = {need}" if self.task == "causal_lm" else f"workload.seq_len = {need}")
         if isinstance(limit, int) and need > limit:
             raise ConfigError(f"{what} exceeds model {model.name}'s max_position_embeddings ({limit})")
 

@@ -26,7 +26,7 @@ def dumps(data: Any) -> str:
 
 
 def _flat(value: Any) -> bool:
-    return isinstance(value, list) and not any(isinstance(v, (list, dict)) for v in value)
+    return not any(isinstance(v, (list, dict)) for v in value)
 
 
 def _chunks(value: Any, level: int):
@@ -37,7 +37,7 @@ def _chunks(value: Any, level: int):
             yield ("," if i else "") + inner + json.dumps(str(k)) + ": "
             yield from _chunks(v, level + 1)
         yield pad + "}"
-    elif isinstance(value, (list, tuple)) and value and not _flat(list(value)):
+    elif isinstance(value, (list, tuple)) and value and not _flat(value):
         yield "["
         for i, v in enumerate(value):
             yield ("," if i else "") + inner

@@ -207,19 +207,15 @@ def _row(column: str, cells: list[Cell], slo: Slo, floors: list[Constraint]) -> 
         # A load point that failed above the highest passing one stops it there: no "at least" about it.
         row.text = rate_text(cap)
         row.binding = f"the load point at {rate_text(above[0].rate_per_s)} failed ({above[0].status})"
+    # Said, never ranked: a run that ended before it proved what ran (the census after its server), or a
+    # floor it fails or did not measure (a floor decides before speed does).
     unproven = next((c.run_note for c in ok if c.run_note), None)
-    if unproven:
-        # Its load points were measured, but the run ended before it proved what ran (the census after the
-        # server): shown, never ranked.
-        row.notes.insert(0, f"capacity {row.text}, not ranked" + (f" ({row.binding})" if row.binding else ""))
-        row.kind, row.binding, row.text = "unknown", "", f"not ranked: {unproven}"
-        return row
-    failed, unmeasured = _floor_checks(ok[0], floors)
-    if failed or unmeasured:
-        # Said, never ranked: a floor decides before speed does.
+    failed, unmeasured = ([], []) if unproven else _floor_checks(ok[0], floors)
+    if unproven or failed or unmeasured:
         row.notes.insert(0, f"capacity {row.text}, not ranked" + (f" ({row.binding})" if row.binding else ""))
         row.kind, row.binding = ("rejected" if failed else "unknown"), ""
-        row.text = "rejected: " + "; ".join(failed) if failed else "unknown: not measured: " + "; ".join(unmeasured)
+        row.text = (f"not ranked: {unproven}" if unproven else "rejected: " + "; ".join(failed) if failed
+                    else "unknown: not measured: " + "; ".join(unmeasured))
     else:
         row.kind = "ranked" if row.capacity.rate_per_s is not None else "none"
     return row
