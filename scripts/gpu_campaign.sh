@@ -19,6 +19,14 @@
 #   fidelity [B]   `vllm bench throughput` on the exact settings of the h200 record of B (vllm_fp16 or
 #                  awq; default all = both) at 64 concurrent requests, vs that record
 #                  (scripts/vllm_fidelity.py); not started when the call has < FIDELITY_NEEDS_S left
+#   factors MODEL:B1[,B2,...]  issue 33: why quantbench and `vllm bench throughput` differ, one factor at a
+#                  time on one warm engine per vLLM backend B (scripts/vllm_factors.py): $FACTOR_PROMPTS requests
+#                  of 512 + 256 tokens, synthetic weights, the carried Qwen2 tokenizer for vllm bench's text
+#                  prompts; $FACTOR_ROUNDS rounds of $FACTOR_VARIANTS (all when empty) into
+#                  $RESULTS/fidelity/factors_<B>_<MODEL>.json + .md; a backend starts only with FACTORS_NEEDS_S left
+#   fidelity-cli MODEL:B  the same cell in separate processes: `vllm bench throughput` (vLLM's benchmark module
+#                  and parser) and `python -m runners.bench` (scripts/vllm_fidelity.py), into
+#                  $RESULTS/fidelity/cli_<B>_<MODEL>.json
 #   tf-setup       install bitsandbytes + hydra from $WH into $SITE_TF (no vLLM needed)
 #   why-setup      install the wheel set `--sets bnb,hydra,realdata` (3 chunks) from $WH (no vLLM needed)
 #   why [smollm2|qwen|llama|all]  issue 34: the transformers/bitsandbytes claim cells with profile=true into
@@ -156,6 +164,14 @@ workload.warmup=1 workload.repeats=3 weights=synthetic resume=true"
 # files (shared/models.md), converted to tokenizer files on the CPU and carried as .wheelhouse/tok/qwen2.
 SERVE_MODEL=${SERVE_MODEL:-qwen2.5-7b}
 SERVE_TOKENIZER=${SERVE_TOKENIZER:-/tmp/qb/tok/qwen2}
+# Issue 33, part 1: the cell the fidelity question was asked on (Qwen2.5-7B, 64 x (512 + 256), prefix
+# caching off). A 7B pass is ~3-4 s on an H100/H200: 12 variants x (1 warm-up + 4) rounds ~ 4 min after a
+# ~100 s engine start. FACTOR_VARIANTS empty = every variant (scripts/vllm_factors.py --variants).
+FACTOR_PROMPTS=${FACTOR_PROMPTS:-64}
+FACTOR_ROUNDS=${FACTOR_ROUNDS:-4}
+FACTOR_VARIANTS=${FACTOR_VARIANTS:-}
+FACTORS_NEEDS_S=${FACTORS_NEEDS_S:-200}
+FIDELITY_CLI_NEEDS_S=${FIDELITY_CLI_NEEDS_S:-240}
 SERVE_VLLM=${SERVE_VLLM:-vllm_fp16 fp8 awq gptq vllm_bnb}
 SERVE_TF=${SERVE_TF:-fp16 bnb_int8}
 # Offline at batch 64 the 7B stacks make 7.9-10.5k tokens/s (31-41 requests/s of 256 tokens): rates up to
@@ -207,6 +223,13 @@ record_of() {
       "$rec" "$2" 2>/dev/null && { echo "$rec"; return 0; }
   done
   return 1
+}
+# The Qwen2 tokenizer at $SERVE_TOKENIZER, copied from the carried .wheelhouse/tok/qwen2 the first time
+# (a carried path is replaced by the next call's carry; the copy stays while the machine does).
+need_tokenizer() {
+  [ -d "$SERVE_TOKENIZER" ] && return 0
+  [ -f .wheelhouse/tok/qwen2/tokenizer.json ] || { say "no tokenizer at $SERVE_TOKENIZER and none carried (.wheelhouse/tok/qwen2)"; return 2; }
+  mkdir -p "$(dirname "$SERVE_TOKENIZER")" && cp -r .wheelhouse/tok/qwen2 "$SERVE_TOKENIZER"
 }
 # The engine a backend YAML names (transformers, vllm, onnxruntime).
 engine_of() { sed -n 's/^engine: *\([a-z_]*\).*/\1/p' "conf/backend/$1.yaml"; }
@@ -401,10 +424,7 @@ ort.get_available_providers(), 'CUDA session:', why or 'starts'); raise SystemEx
         tf) list=$SERVE_TF ;;
         *) list=${which//,/ } ;;
       esac
-      if [ ! -d "$SERVE_TOKENIZER" ]; then
-        [ -f .wheelhouse/tok/qwen2/tokenizer.json ] || { say "serve: no tokenizer at $SERVE_TOKENIZER and none carried (.wheelhouse/tok/qwen2)"; return 2; }
-        mkdir -p "$(dirname "$SERVE_TOKENIZER")" && cp -r .wheelhouse/tok/qwen2 "$SERVE_TOKENIZER"
-      fi
+      need_tokenizer || return 2
       for b in $list; do
         [ -f "conf/backend/$b.yaml" ] || { say "serve: no backend '$b' in conf/backend"; rc=2; continue; }
         if is_ok "serve_$SERVE_MODEL" "$b"; then say "serve $b: already ok, skipped"; continue; fi
@@ -421,6 +441,38 @@ ort.get_available_providers(), 'CUDA session:', why or 'starts'); raise SystemEx
         pack
       done
       ;;
+    factors|fidelity-cli)
+      use_vllm || return 2
+      local spec=${2:?$1 needs MODEL:BACKEND[,BACKEND...], e.g. qwen2.5-7b:vllm_fp16} model b left variants=()
+      model=${spec%%:*}
+      [ -f "conf/model/$model.yaml" ] || { say "$1: no model '$model' in conf/model"; return 2; }
+      need_tokenizer || return 2
+      mkdir -p "$RESULTS/fidelity"
+      for b in $(echo "${spec#*:}" | tr ',' ' '); do
+        [ "$(engine_of "$b")" = vllm ] || { say "$1: '$b' is not a vLLM backend in conf/backend"; rc=2; continue; }
+        if [ "$1" = factors ]; then
+          has_time "$FACTORS_NEEDS_S" "factors $b" "factors $model:$b" || continue
+          left=$(left_s)
+          [ -z "$FACTOR_VARIANTS" ] || variants=(--variants "$FACTOR_VARIANTS")
+          say "factors $b on $model: ${left}s left"
+          # The budget leaves room for the stats-off passes and the engine's shutdown.
+          timeout --signal=INT --kill-after=15 "$left" "$PY" scripts/vllm_factors.py --backend "$b" --model "$model" \
+            --tokenizer "$SERVE_TOKENIZER" --num-prompts "$FACTOR_PROMPTS" --input-len 512 --output-len 256 \
+            --rounds "$FACTOR_ROUNDS" --budget-s $((left - 45)) "${variants[@]}" \
+            --out "$RESULTS/fidelity/factors_${b}_${model}.json" || { say "factors $b ended with $?"; rc=1; }
+        else
+          has_time "$FIDELITY_CLI_NEEDS_S" "fidelity-cli $b" "fidelity-cli $model:$b" || continue
+          left=$(left_s)
+          say "fidelity-cli $b on $model: vllm bench throughput, then runners.bench (${left}s left)"
+          # max_model_len as the factor study's engine (512 + 256 + 32), so the three engines match.
+          timeout --signal=INT --kill-after=15 "$left" "$PY" scripts/vllm_fidelity.py --backend "$b" --model "$model" \
+            --input-len 512 --output-len 256 --num-prompts "$FACTOR_PROMPTS" --max-model-len 800 \
+            --tokenizer "$SERVE_TOKENIZER" --timeout $((left / 2)) \
+            --out "$RESULTS/fidelity/cli_${b}_${model}.json" || { say "fidelity-cli $b ended with $?"; rc=1; }
+        fi
+        pack
+      done
+      ;;
     serve-xcheck)
       use_vllm || return 2
       local b=${2:-vllm_fp16} rate=${3:-$XCHECK_RATE} rec left
@@ -433,7 +485,7 @@ ort.get_available_providers(), 'CUDA session:', why or 'starts'); raise SystemEx
         --seconds "$SERVE_SECONDS" --requests "$SERVE_REQUESTS" \
         --out "$RESULTS/serve_$SERVE_MODEL/crosscheck/${b}_${rate}rps.json" || say "serve-xcheck ended with $?"
       ;;
-    *) echo "unknown phase '$1'; phases: probe chunk carry unpack vllm-setup h200 fidelity tf-setup ort-setup ort ct-vllm claim1 claim3 claim4 headline serve serve-xcheck" >&2
+    *) echo "unknown phase '$1'; phases: probe chunk carry unpack vllm-setup h200 fidelity factors fidelity-cli tf-setup ort-setup ort ct-vllm claim1 claim3 claim4 headline serve serve-xcheck" >&2
        return 2 ;;
   esac
 }
@@ -462,7 +514,7 @@ while [ $# -gt 0 ]; do
   p=$1; shift
   arg=""
   case $p in
-    chunk|carry|h200|headline) arg=${1:-}; [ $# -gt 0 ] && shift ;;
+    chunk|carry|h200|headline|factors|fidelity-cli) arg=${1:-}; [ $# -gt 0 ] && shift ;;
     serve) if [[ ${1:-} =~ ^(all|vllm|tf|[a-z0-9_]+(,[a-z0-9_]+)*)$ ]] && [[ ! ${1:-} =~ ^(probe|chunk|carry|unpack|vllm-setup|serve|serve-xcheck|why|why-setup|tf-setup|headline)$ ]]; then arg=$1; shift; fi ;;
     serve-xcheck) if [[ ${1:-} =~ ^[a-z0-9_]+$ && -f conf/backend/${1:-}.yaml ]]; then arg=$1; shift
                     if [[ ${1:-} =~ ^[0-9.]+$ ]]; then arg="$arg $1"; shift; fi; fi ;;

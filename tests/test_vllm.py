@@ -516,7 +516,7 @@ def test_generate_one_call_greedy_exact_tokens(fake_vllm, metrics):
     assert out == [[0, 1, 2, 3, 4]] * 2
     prompts, params = eng.llm.calls[0]
     assert prompts == [{"prompt_token_ids": [1, 2, 3]}, {"prompt_token_ids": [4, 5, 6]}]
-    assert params == {"temperature": 0.0, "detokenize": False, "max_tokens": 5, "min_tokens": 5, "ignore_eos": True}
+    assert params == {"temperature": 0.0, "detokenize": False, "max_tokens": 5, "ignore_eos": True}
     s = timer.sample()
     assert s.new_tokens == 5 and 0 <= s.ttft_ms <= s.e2e_ms
     if metrics:
