@@ -30,9 +30,10 @@ must return exactly num_prompts x output_len tokens, or the variant is marked in
 
 The engine is quantbench's with two changes: `skip_tokenizer_init=False` with the model's tokenizer
 (the `detokenize: true` option while it loads), because vllm bench's text prompts need one, and
-`max_model_len` 32 tokens longer, because those prompts re-tokenize to input_len give or take a few. With `detokenize=False` vLLM's output path uses no
-tokenizer either way (vllm/v1/engine/output_processor.py: `if not sampling_params.detokenize:
-tokenizer = None`), so only the input path differs, and only for text prompts.
+`max_model_len` 32 tokens longer, because those prompts re-tokenize to input_len give or take a few.
+With `detokenize=False` vLLM's output path uses no tokenizer either way (vllm/v1/engine/
+output_processor.py: `if not sampling_params.detokenize: tokenizer = None`), so only the input path
+differs, and only for text prompts.
 
     python scripts/vllm_factors.py --backend vllm_fp16 --model qwen2.5-7b --tokenizer /tmp/qb/tok/qwen2 \\
         --num-prompts 64 --input-len 512 --output-len 256 --rounds 4 --budget-s 300 \\
@@ -103,6 +104,7 @@ class Cell:
     vllm_bench_pass: Callable[[], tuple[float, int]] | None = None
     watch: Callable[[float], Any] | None = None  # interval_s -> a context manager (quantbench's watcher + energy)
     clock: Callable[[], float] = time.perf_counter
+    close: Callable[[], None] | None = None  # ends the engine (its engine-core process) at the end
 
 
 def _count(outs: list[Any]) -> int:
@@ -318,12 +320,16 @@ def open_cell(args) -> tuple[Cell, dict[str, Any]]:
             self.e.stop()
             self.w.__exit__(*exc)
 
+    from runners.measure.env import capture
+
+    env = capture("cuda", ("vllm", "torch", "transformers", "flashinfer-python"))
     cell = Cell(llm=llm, num_prompts=args.num_prompts, output_len=args.output_len, ids=ids,
-                quantbench_pass=quantbench_pass, watch=Watch)
-    info = {"engine_open": facts, "llm_kwargs": {k: v for k, v in engine.kwargs.items() if k != "model"},
-            "vocab_size": vocab, "engine_info": {k: v for k, v in engine.describe().items()
-                                                 if k in ("linear_kernels", "attention_backend", "quantization",
-                                                          "fp8_mode", "quantized_linear_layers", "vllm")}}
+                quantbench_pass=quantbench_pass, watch=Watch, close=engine.close)
+    info = {"gpu": (env.get("gpu") or {}).get("gpu_name", "GPU ?"), "env": env, "engine_open": facts,
+            "llm_kwargs": {k: v for k, v in engine.kwargs.items() if k != "model"}, "vocab_size": vocab,
+            "engine_info": {k: v for k, v in engine.describe().items()
+                            if k in ("linear_kernels", "attention_backend", "quantization", "fp8_mode",
+                                     "quantized_linear_layers", "vllm")}}
     add_vllm_bench(cell, args, engine.kwargs["model"], info)
     return cell, info
 
@@ -418,15 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     missing = [n for n in names if n not in fns]
     names = [n for n in names if n in fns]
 
-    import torch
-
-    from runners.measure.env import capture
-
     result: dict[str, Any] = {
         "backend": args.backend, "model": args.model, "num_prompts": args.num_prompts, "input_len": args.input_len,
-        "output_len": args.output_len, "gpu": torch.cuda.get_device_name(0), "variants": names,
-        "variants_not_run": missing, "method": __doc__, **info,
-        "env": capture("cuda", ("vllm", "torch", "transformers", "flashinfer-python")),
+        "output_len": args.output_len, "variants": names, "variants_not_run": missing, "method": __doc__, **info,
     }
     expected = args.num_prompts * args.output_len
 
@@ -452,7 +452,11 @@ def main(argv: list[str] | None = None) -> int:
             result["frontend_stats_off_error"] = f"{type(exc).__name__}: {exc}"
     on_round(passes)
     print(factor_table(result))
-    print(f"written: {out} and {out.with_suffix('.md')}")
+    print(f"written: {out} and {out.with_suffix('.md')}", flush=True)
+    if cell.close is not None:
+        # Without this the interpreter's exit waits on vLLM's engine-core process (seen on the H100: the
+        # finished study sat in multiprocessing's atexit join until the call's timeout).
+        cell.close()
     return 0
 
 

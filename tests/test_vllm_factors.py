@@ -153,3 +153,24 @@ def test_unknown_variant_is_refused_with_the_valid_ones(capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "nope" in err and "random_sampling" in err and "vllm_bench" in err
+
+
+def test_main_writes_json_and_table_pairs_stats_off_and_ends_the_engine(fake_vllm, monkeypatch, tmp_path):
+    clock = Clock()
+    llm = CostLLM(clock)
+    closed = []
+    cell = _cell(clock, llm, close=lambda: closed.append(True))
+    monkeypatch.setattr(F, "open_cell", lambda args: (cell, {"gpu": "Stand-in GPU", "engine_open": {"open_s": 1.0}}))
+    out = tmp_path / "f.json"
+    assert F.main(["--variants", "random_sampling,tqdm", "--rounds", "2", "--out", str(out)]) == 0
+    import json
+
+    result = json.loads(out.read_text())
+    assert result["variants"] == ["bare", "random_sampling", "tqdm"] and result["rounds_run"] == 2
+    assert result["summary"]["random_sampling"]["vs_bare"]["effect_pct"] < -1.5
+    # The stats-off passes sit beside bare passes of their own rounds, paired with them only.
+    stats_off = result["summary"]["frontend_stats_off"]
+    assert stats_off["n"] == 2 and stats_off["vs_bare"]["rounds"] == 2 and stats_off["vs_bare"]["effect_pct"] > 1.0
+    assert closed == [True]
+    md = out.with_suffix(".md").read_text()
+    assert "Stand-in GPU" in md and "| `frontend_stats_off` |" in md and "2 rounds" in md
