@@ -232,10 +232,12 @@ def run_vllm_bench(args, run, files, kwargs, work: Path, input_len: int, output_
 
     tok, tok_kind = _tokenizer(args, run, files, work / "tokenizer")
     bench_json = work / "vllm_bench.json"
-    cmd = bench_command(kwargs, tok, input_len, output_len, args.num_prompts, run.workload.warmup * args.num_prompts,
+    warmups = (run.workload.warmup if args.warmup_batches is None else args.warmup_batches) * args.num_prompts
+    cmd = bench_command(kwargs, tok, input_len, output_len, args.num_prompts, warmups,
                         str(bench_json), run.backend.options.detokenize)
     rc, text = _tee(cmd, work / "vllm_bench.log", args.timeout, vllm_environment())
-    vb: dict[str, Any] = {"command": cmd, "returncode": rc, "tokenizer": tok_kind, **(parse_throughput(text) or {})}
+    vb: dict[str, Any] = {"command": cmd, "returncode": rc, "tokenizer": tok_kind, "num_warmups": warmups,
+                          **(parse_throughput(text) or {})}
     if bench_json.exists():
         data = json.loads(bench_json.read_text())
         vb.update(elapsed_s=data.get("elapsed_time"), total_num_tokens=data.get("total_num_tokens"))
@@ -263,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
                     "else a synthetic word-level one")
     ap.add_argument("--out", default=None, help="JSON to write (default results/vllm_fidelity_<backend>_<model>.json)")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per benchmark process")
+    ap.add_argument("--warmup-batches", type=int, default=None, help="vllm bench's warm-up, in batches of "
+                    "--num-prompts requests (default: the quantbench workload's warmup); on the H100 its one timed "
+                    "pass read 3%% below its own timed region on a warm engine (results/README.md, Fidelity)")
     ap.add_argument("--skip-vllm", action="store_true")
     ap.add_argument("--skip-quantbench", action="store_true", help="without --record: do not run quantbench")
     ap.add_argument("overrides", nargs="*", help="without --record: extra Hydra overrides for the quantbench run")

@@ -1031,3 +1031,21 @@ def test_the_vllm_server_takes_the_offline_engine_arguments(tmp_path):
     facts = served_log_facts("INFO Using MachetaLinearKernel for AWQMarlinLinearMethod\n"
                              "Model loading took 5.27 GiB memory and 3.1 seconds\n")
     assert facts["model_load_gib"] == 5.27 and "lines" not in facts
+
+
+def test_fidelity_warmup_batches_sets_vllm_benchs_warmup_requests(tmp_path, monkeypatch):
+    """--warmup-batches N makes vllm bench warm up on N x num_prompts requests; by default it is the workload's."""
+    monkeypatch.setenv("QUANTBENCH_CACHE", str(tmp_path / "cache"))
+    f = _fidelity()
+    seen = []
+    monkeypatch.setattr(f, "_tee", lambda cmd, log, timeout, env: (seen.append(cmd), (0, "Throughput: 1.0 requests/s, "
+                                                                  "3.0 total tokens/s, 2.0 output tokens/s"))[1])
+    out = tmp_path / "fid.json"
+    base = ["--backend", "vllm_fp16", "--model", "qwen2.5-0.5b", "--input-len", "16", "--output-len", "8",
+            "--num-prompts", "4", "--tokenizer", str(tmp_path), "--skip-quantbench", "--out", str(out)]
+    for extra, warmups in (([], 4), (["--warmup-batches", "3"], 12)):
+        assert f.main(base + extra) == 0
+        cmd = seen[-1]
+        assert cmd[cmd.index("--num-warmups") + 1] == str(warmups)
+        got = __import__("json").loads(out.read_text())
+        assert got["vllm_bench"]["num_warmups"] == warmups and got["vllm_bench"]["output_tokens_per_s"] == 2.0
