@@ -107,6 +107,17 @@ def bench(*args: str, timeout: float = 600, check: bool = False) -> subprocess.C
 
 
 @pytest.fixture
+def fake_vllm(monkeypatch):
+    """A stand-in `vllm` module whose SamplingParams is the dict of what it was given (no vLLM on CPU CI)."""
+    import types
+
+    mod = types.ModuleType("vllm")
+    mod.SamplingParams = lambda **kw: kw
+    monkeypatch.setitem(sys.modules, "vllm", mod)
+    return mod
+
+
+@pytest.fixture
 def small_disk(tmp_path):
     mount = tmp_path / "disk"
     mount.mkdir()

@@ -10,7 +10,6 @@ import os
 import pickle
 import subprocess
 import sys
-import types
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -493,14 +492,6 @@ class FakeLLM:
                 metrics=metrics,
                 prompt_logprobs=[None] + [top] * (len(p["prompt_token_ids"]) - 1) if params.get("prompt_logprobs") else None))
         return outs
-
-
-@pytest.fixture
-def fake_vllm(monkeypatch):
-    mod = types.ModuleType("vllm")
-    mod.SamplingParams = lambda **kw: kw
-    monkeypatch.setitem(sys.modules, "vllm", mod)
-    return mod
 
 
 @pytest.mark.parametrize("metrics", [True, False])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import types
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -47,14 +46,6 @@ class CostLLM:
         self.clock.t += cost
         n = first["max_tokens"] - self.short_by
         return [SimpleNamespace(outputs=[SimpleNamespace(token_ids=list(range(n)))]) for _ in prompts]
-
-
-@pytest.fixture
-def fake_vllm(monkeypatch):
-    mod = types.ModuleType("vllm")
-    mod.SamplingParams = lambda **kw: kw
-    monkeypatch.setitem(sys.modules, "vllm", mod)
-    return mod
 
 
 def _cell(clock, llm, **kw):
