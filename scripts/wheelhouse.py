@@ -42,13 +42,17 @@ DEFAULT_SETS = ("vllm_min", "bnb", "ort_gpu", "hydra")
 SET_ALIASES = {
     "vllm": "vllm_min", "bnb": "bnb", "bitsandbytes": "bnb", "ort-gpu": "ort_gpu", "ort": "ort_gpu",
     "onnxruntime-gpu": "ort_gpu", "core": "hydra", "quant": "quantizers", "quantize": "quantizers",
+    "llmc": "llmcompressor", "llm-compressor": "llmcompressor",
 }
-# Sets installed together share one --target dir, hence one PYTHONPATH. vllm and quantizers pin
-# different compressed-tensors versions, so they get separate targets; hydra and bnb go with both,
-# because quantbench's own entry point (hydra) must import in the process that runs the backend.
+# Sets installed together share one --target dir, hence one PYTHONPATH. vllm and quantizers (or
+# llmcompressor, the same without GPTQModel) pin different compressed-tensors versions, so they get
+# separate targets; hydra and bnb go with each, because quantbench's own entry point (hydra) must
+# import in the process that runs the backend, and the quality reference's cache key holds the
+# bitsandbytes version (one reference for the rows of both targets).
 TARGET_RULES = (
     ("vllm", ("vllm_min", "bnb", "hydra", "serve")),
     ("quant", ("quantizers", "bnb", "hydra")),
+    ("llmc", ("llmcompressor", "bnb", "hydra")),
     ("ort", ("ort_gpu",)),
 )
 LEGACY_MANYLINUX = {"manylinux1": 5, "manylinux2010": 12, "manylinux2014": 17}
@@ -787,7 +791,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "its set and default target are named after the file stem (repeatable)")
     p.add_argument("--target", action="append", default=[], metavar="NAME=SET+SET",
                    help="install target: sets that share one --target dir (repeatable; replaces the "
-                        "defaults vllm=vllm_min+bnb+hydra, quant=quantizers+bnb+hydra, ort=ort_gpu)")
+                        "defaults vllm=vllm_min+bnb+hydra+serve, quant=quantizers+bnb+hydra, "
+                        "llmc=llmcompressor+bnb+hydra, ort=ort_gpu)")
     p.add_argument("--chunk-size", type=parse_size, default=None,
                    help="largest transfer folder, e.g. 60M (=60 MiB). Default: one folder, no splitting")
     p.add_argument("--out", type=Path, default=Path(".wheelhouse"), help="output folder (default .wheelhouse)")

@@ -95,6 +95,27 @@ def test_default_targets_keep_vllm_and_quantizers_apart():
     assert wh.default_targets(["bnb", "hydra"]) == {"core": ("bnb", "hydra")}
 
 
+def test_llmcompressor_set_gets_its_own_target_beside_vllm():
+    # ct-vllm's set: llm-compressor's compressed-tensors 0.19 must not land in vLLM's folder (0.17).
+    sets = wh.resolve_sets("vllm,bnb,hydra,serve,realdata,llmc")
+    assert sets[-1] == "llmcompressor" and wh.resolve_sets("llm-compressor") == ["llmcompressor"]
+    t = wh.default_targets(sets)
+    assert t == {"vllm": ("vllm_min", "bnb", "hydra", "serve"), "llmc": ("llmcompressor", "bnb", "hydra"),
+                 "realdata": ("realdata",)}
+    reqs = {s: wh.read_requirements(wh.WHEELSETS / f"{s}.txt") for s in sets}
+    wh.check_target_conflicts(t, reqs)
+    ct = {s: r.version for s in sets for r in reqs[s] if wh.norm_name(r.name) == "compressed_tensors"}
+    assert ct == {"vllm_min": "0.17.0", "llmcompressor": "0.19.0"}
+    with pytest.raises(wh.UsageError, match="0.17.0.*0.19.0"):
+        wh.check_target_conflicts({"x": ("vllm_min", "llmcompressor")}, reqs)
+    # quantizers.txt without GPTQModel: nothing optional, nothing built from source
+    quant = {wh.norm_name(r.name): r for r in reqs["llmcompressor"]}
+    assert quant["llmcompressor"].version == "0.14.0.1" and not any(r.optional for r in quant.values())
+    full = {wh.norm_name(r.name): r.version for r in wh.read_requirements(wh.WHEELSETS / "quantizers.txt")
+            if not r.optional}
+    assert full == {k: r.version for k, r in quant.items()}
+
+
 def test_target_conflict_is_refused():
     reqs = {"a": [wh.Req("compressed-tensors", "0.17.0")], "b": [wh.Req("compressed_tensors", "0.19.0")]}
     wh.check_target_conflicts({"x": ("a",), "y": ("b",)}, reqs)  # separate dirs: fine
