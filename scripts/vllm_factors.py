@@ -55,8 +55,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# The repository (runners, backends) and this folder (vllm_fidelity: the cell's plan and vllm bench's flags).
+for _path in (ROOT, ROOT / "scripts"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 BASELINE = "bare"
 EXTRA_ROUND = 1000  # rounds from here on: the passes after the rotated rounds (frontend_stats_off, paired)
@@ -259,35 +261,24 @@ def factor_table(result: dict[str, Any]) -> str:
 # -- the GPU side: opening quantbench's engine and vLLM's benchmark inputs -------------------------------
 
 def open_cell(args) -> tuple[Cell, dict[str, Any]]:
-    import yaml
-
     from runners.measure.energy import EnergyMeter
     from runners.measure.memory import MemoryWatcher
     from runners.open.engine import make_engine, open_engine, vocab_size
-    from runners.plan.config import RunConfig
     from runners.workload.generate import WORKLOAD
     from runners.workload.inputs import token_ids
+    from vllm_fidelity import run_from_yamls
 
-    backend_cfg = yaml.safe_load((ROOT / "conf" / "backend" / f"{args.backend}.yaml").read_text())
-    if backend_cfg.get("engine") != "vllm":
-        raise SystemExit(f"backend {args.backend!r} is a {backend_cfg.get('engine')} backend; this studies vLLM")
-    opts = dict(backend_cfg.get("options") or {})
     # Text prompts (vllm bench's) need vLLM's tokenizer: `detokenize: true` is the option that loads it
     # (skip_tokenizer_init=False). Set back to false after the load, so quantbench's own passes ask
-    # detokenize=False as they always do.
-    opts["detokenize"] = True
-    # vllm bench's prompts re-tokenize to input_len give or take a few tokens (its RandomDataset decodes and
-    # re-encodes): room for 32 more, as quantbench's serve workload leaves (RunConfig.retokenize_slack).
-    opts["max_model_len"] = args.max_model_len or args.input_len + args.output_len + 32
-    backend_cfg["options"] = opts
-    model_cfg = yaml.safe_load((ROOT / "conf" / "model" / f"{args.model}.yaml").read_text())
-    if args.tokenizer:
-        model_cfg["tokenizer"] = args.tokenizer
-    wl = yaml.safe_load((ROOT / "conf" / "workload" / "throughput.yaml").read_text())
-    wl.update(prompt_tokens=args.input_len, new_tokens=args.output_len, batch_sizes=[args.num_prompts],
-              warmup=0, repeats=1)
-    run = RunConfig.from_dict({"backend": backend_cfg, "model": model_cfg, "workload": wl, "weights": "synthetic",
-                               "device": "cuda", "quality": {"enabled": False}}, args.backend)
+    # detokenize=False as they always do. vllm bench's prompts re-tokenize to input_len give or take a
+    # few tokens (its RandomDataset decodes and re-encodes): room for 32 more, as quantbench's serve
+    # workload leaves at 512 prompt tokens (RunConfig.retokenize_slack).
+    options = {"detokenize": True,
+               "max_model_len": args.max_model_len or args.input_len + args.output_len + 32}
+    workload = {"prompt_tokens": args.input_len, "new_tokens": args.output_len, "batch_sizes": [args.num_prompts],
+                "warmup": 0, "repeats": 1}
+    run = run_from_yamls(args.backend, args.model, workload, options,
+                         {"tokenizer": args.tokenizer} if args.tokenizer else None)
     engine = make_engine(run.backend, run.model, run.engine_view("cuda"))
     facts: dict[str, Any] = {}
     t = time.perf_counter()
@@ -339,13 +330,12 @@ def add_vllm_bench(cell: Cell, args, model_path: str, info: dict[str, Any]) -> N
     own timed region on the warm engine."""
     from vllm.benchmarks import throughput as vb
     from vllm.utils.argparse_utils import FlexibleArgumentParser
+    from vllm_fidelity import random_dataset_flags
 
     parser = FlexibleArgumentParser()
     vb.add_cli_args(parser)
-    flags = ["--model", model_path, "--dataset-name", "random", "--input-len", str(args.input_len),
-             "--output-len", str(args.output_len), "--random-input-len", str(args.input_len),
-             "--random-output-len", str(args.output_len), "--random-range-ratio", "0.0",
-             "--num-prompts", str(args.num_prompts), "--disable-detokenize"]
+    flags = ["--model", model_path, *random_dataset_flags(args.input_len, args.output_len, args.num_prompts),
+             "--disable-detokenize"]
     if args.tokenizer:
         flags += ["--tokenizer", args.tokenizer]
     bargs = parser.parse_args(flags)
@@ -442,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     result["stopped_short"] = short
     if args.stats_off_repeats > 0 and result.get("rounds_run", 0) > 0:
         try:
-            # Paired with bare passes run right beside it, so drift since the rounds does not count.
+            # Each stats-off pass is paired with a bare pass run just after them all (stats restored), so
+            # drift since the rounds does not count.
             extra = []
             for i, p in enumerate(stats_off_pass(cell, args.stats_off_repeats)):
                 s, n = fns[BASELINE]()

@@ -116,21 +116,27 @@ def record_mismatches(record: dict, kwargs: dict[str, Any], batch_size: int) -> 
     return problems
 
 
+def random_dataset_flags(input_len: int, output_len: int, num_prompts: int) -> list[str]:
+    """vllm bench throughput's random dataset at exactly these lengths.
+
+    It reads --random-input-len / --random-output-len (defaults 1024 / 128) and prefers them over
+    --input-len / --output-len (vllm/benchmarks/throughput.py, get_requests): give both pairs, or vLLM
+    measures 1024 + 128 (seen on the H200: its max_model_len check failed)."""
+    return ["--dataset-name", "random", "--input-len", str(input_len), "--output-len", str(output_len),
+            "--random-input-len", str(input_len), "--random-output-len", str(output_len),
+            "--random-range-ratio", "0.0", "--num-prompts", str(num_prompts)]
+
+
 def bench_command(kwargs: dict[str, Any], tokenizer: str, input_len: int, output_len: int, num_prompts: int,
                   warmups: int, output_json: str, detokenize: bool, python: str = sys.executable) -> list[str]:
     from backends.vllm.cli import kwargs_to_cli
 
     # Text prompts need vLLM's tokenizer; log-prob limits do not matter to this benchmark.
     engine = {k: v for k, v in kwargs.items() if k not in ("skip_tokenizer_init", "max_logprobs")}
-    # The random dataset reads --random-input-len / --random-output-len (defaults 1024 / 128) and
-    # prefers them over --input-len / --output-len (vllm/benchmarks/throughput.py, get_requests): give
-    # both pairs, or vLLM measures 1024 + 128 (seen on the H200: its max_model_len check failed).
     runner = str(Path(__file__).resolve().with_name("vllm_bench_throughput.py"))
-    cmd = [python, runner, *kwargs_to_cli(engine),
-           "--tokenizer", tokenizer, "--dataset-name", "random", "--input-len", str(input_len),
-           "--output-len", str(output_len), "--random-input-len", str(input_len),
-           "--random-output-len", str(output_len), "--random-range-ratio", "0.0",
-           "--num-prompts", str(num_prompts), "--num-warmups", str(warmups), "--output-json", output_json]
+    cmd = [python, runner, *kwargs_to_cli(engine), "--tokenizer", tokenizer,
+           *random_dataset_flags(input_len, output_len, num_prompts),
+           "--num-warmups", str(warmups), "--output-json", output_json]
     if not detokenize:
         cmd.append("--disable-detokenize")
     return cmd
@@ -189,9 +195,10 @@ def _context(run):
     return files, llm_kwargs(run.backend.options, ctx)
 
 
-def plan_from_yamls(backend: str, model: str, input_len: int, output_len: int, num_prompts: int,
-                    max_model_len: int):
-    """The run quantbench will make, built from the same YAMLs Hydra composes."""
+def run_from_yamls(backend: str, model: str, workload: dict[str, Any], options: dict[str, Any],
+                   model_fields: dict[str, Any] | None = None):
+    """The vLLM throughput run quantbench makes from the same YAMLs Hydra composes (synthetic weights,
+    quality off), with `workload`, backend `options` and `model_fields` laid over them."""
     import yaml
 
     from runners.plan.config import RunConfig
@@ -199,12 +206,18 @@ def plan_from_yamls(backend: str, model: str, input_len: int, output_len: int, n
     backend_cfg = yaml.safe_load((ROOT / "conf" / "backend" / f"{backend}.yaml").read_text())
     if backend_cfg.get("engine") != "vllm":
         raise SystemExit(f"backend {backend!r} is a {backend_cfg.get('engine')} backend; this compares vLLM backends")
-    backend_cfg["options"] = {**(backend_cfg.get("options") or {}), "max_model_len": max_model_len}
-    model_cfg = yaml.safe_load((ROOT / "conf" / "model" / f"{model}.yaml").read_text())
-    workload = yaml.safe_load((ROOT / "conf" / "workload" / "throughput.yaml").read_text())
-    workload.update(prompt_tokens=input_len, new_tokens=output_len, batch_sizes=[num_prompts])
-    run = RunConfig.from_dict({"backend": backend_cfg, "model": model_cfg, "workload": workload,
-                               "weights": "synthetic", "device": "cuda", "quality": {"enabled": False}}, backend)
+    backend_cfg["options"] = {**(backend_cfg.get("options") or {}), **options}
+    model_cfg = {**yaml.safe_load((ROOT / "conf" / "model" / f"{model}.yaml").read_text()), **(model_fields or {})}
+    wl = {**yaml.safe_load((ROOT / "conf" / "workload" / "throughput.yaml").read_text()), **workload}
+    return RunConfig.from_dict({"backend": backend_cfg, "model": model_cfg, "workload": wl,
+                                "weights": "synthetic", "device": "cuda", "quality": {"enabled": False}}, backend)
+
+
+def plan_from_yamls(backend: str, model: str, input_len: int, output_len: int, num_prompts: int,
+                    max_model_len: int):
+    """The run quantbench will make, built from the same YAMLs Hydra composes."""
+    run = run_from_yamls(backend, model, {"prompt_tokens": input_len, "new_tokens": output_len,
+                                          "batch_sizes": [num_prompts]}, {"max_model_len": max_model_len})
     return (run, *_context(run))
 
 
